@@ -1,0 +1,208 @@
+// Package tracing records what an event loop does, one line per event, in the format every step of the
+// lab shares (docs/trace-format.md). A trace names sockets by role and order of appearance (listener, c1,
+// c2, ...), never by fd number, port or time, so the same scenario gives the same trace on every run and
+// two steps' traces can be diffed line by line.
+//
+// A nil *Recorder records nothing: every method returns at once, so a step with tracing off pays one
+// comparison per call.
+package tracing
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// PayloadLimit is how many bytes of a read are quoted in the trace; the rest is counted, not shown.
+const PayloadLimit = 40
+
+// Recorder writes trace lines. It is used by one goroutine: the loop it describes.
+type Recorder struct {
+	w       *bufio.Writer
+	showFDs bool
+	names   map[int]string
+	clients int
+}
+
+// New returns a Recorder writing to w. With showFDs, every name also carries its fd number, e.g. c1(fd5):
+// useful live, never in a golden trace.
+func New(w io.Writer, showFDs bool) *Recorder {
+	return &Recorder{w: bufio.NewWriter(w), showFDs: showFDs, names: map[int]string{}}
+}
+
+// On reports whether r records anything. Guard work done only for the trace (building a list) with it.
+func (r *Recorder) On() bool { return r != nil }
+
+// Name gives fd a role name ("listener", "stdin", "server") and returns it.
+func (r *Recorder) Name(fd int, role string) string {
+	if r == nil {
+		return ""
+	}
+	r.names[fd] = role
+	return r.name(fd)
+}
+
+// NameClient gives fd the next client name: c1, c2, ... in order of acceptance.
+func (r *Recorder) NameClient(fd int) string {
+	if r == nil {
+		return ""
+	}
+	r.clients++
+	return r.Name(fd, "c"+strconv.Itoa(r.clients))
+}
+
+func (r *Recorder) name(fd int) string {
+	n, ok := r.names[fd]
+	if !ok {
+		n = "fd" + strconv.Itoa(fd) // an fd nobody named: a bug in the step, shown rather than hidden
+	} else if r.showFDs {
+		n += "(fd" + strconv.Itoa(fd) + ")"
+	}
+	return n
+}
+
+func (r *Recorder) list(fds []int) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, fd := range fds {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(r.name(fd))
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+// line writes one trace line: the verb in a column of its own, then the rest.
+func (r *Recorder) line(verb, rest string) {
+	fmt.Fprintf(r.w, "%-10s %s\n", verb, rest)
+}
+
+// Flush writes out buffered lines. Wait lines flush by themselves, so a reader of the trace sees
+// everything up to the moment the loop blocks.
+func (r *Recorder) Flush() {
+	if r == nil {
+		return
+	}
+	r.w.Flush()
+}
+
+// Listen records the listening socket, which is named "listener".
+func (r *Recorder) Listen(fd int) {
+	if r == nil {
+		return
+	}
+	r.line("listen", r.Name(fd, "listener"))
+}
+
+// Accept names a newly accepted client and records it.
+func (r *Recorder) Accept(fd int) {
+	if r == nil {
+		return
+	}
+	r.line("accept", r.NameClient(fd))
+}
+
+// Select is the wait line of a select loop: what was asked. It flushes, because the loop blocks next.
+func (r *Recorder) Select(read, write, except []int) {
+	if r == nil {
+		return
+	}
+	r.line("select", "read="+r.list(read)+" write="+r.list(write)+" except="+r.list(except))
+	r.w.Flush()
+}
+
+// Selected records what select reported ready: what came back.
+func (r *Recorder) Selected(read, write, except []int) {
+	if r == nil {
+		return
+	}
+	r.line("ready", "read="+r.list(read)+" write="+r.list(write)+" except="+r.list(except))
+}
+
+// Block is the wait line of a blocking program: it is about to block in call (accept, read) on fd.
+func (r *Recorder) Block(call string, fd int) {
+	if r == nil {
+		return
+	}
+	r.line("block", call+" "+r.name(fd))
+	r.w.Flush()
+}
+
+// Read records n bytes read from fd, quoting the first PayloadLimit of them.
+func (r *Recorder) Read(fd int, p []byte) {
+	if r == nil {
+		return
+	}
+	r.line("read", fmt.Sprintf("%s %d bytes %s", r.name(fd), len(p), Quote(p)))
+}
+
+// ReadEOF records a read that returned 0 bytes: the peer will send no more.
+func (r *Recorder) ReadEOF(fd int) {
+	if r == nil {
+		return
+	}
+	r.line("read", r.name(fd)+" EOF")
+}
+
+// Write records a write that took n of the m bytes offered (n < m is a partial write).
+func (r *Recorder) Write(fd int, n, m int) {
+	if r == nil {
+		return
+	}
+	r.line("write", fmt.Sprintf("%s %d of %d bytes", r.name(fd), n, m))
+}
+
+// Again records EAGAIN from op ("read", "write", "accept"): nothing could be done without blocking.
+func (r *Recorder) Again(fd int, op string) {
+	if r == nil {
+		return
+	}
+	r.line(op, r.name(fd)+" EAGAIN")
+}
+
+// Error records a failed call by the errno's name (ECONNRESET), which is the same on every run.
+func (r *Recorder) Error(fd int, op string, err error) {
+	if r == nil {
+		return
+	}
+	r.line(op, r.name(fd)+" error "+ErrName(err))
+}
+
+// Close records that fd was closed and why (EOF, reset, error, refused, ...). The name is then forgotten:
+// the kernel will hand the same fd number to a later client, which gets a new name.
+func (r *Recorder) Close(fd int, reason string) {
+	if r == nil {
+		return
+	}
+	r.line("close", r.name(fd)+" ("+reason+")")
+	delete(r.names, fd)
+}
+
+// Event records an application event on fd, e.g. Event("queue", fd, "+4 bytes, 4 pending").
+// The arguments are formatted only when tracing is on.
+func (r *Recorder) Event(verb string, fd int, format string, args ...any) {
+	if r == nil {
+		return
+	}
+	r.line(verb, r.name(fd)+" "+fmt.Sprintf(format, args...))
+}
+
+// Note records a line about the whole program rather than one socket (e.g. "shutdown").
+func (r *Recorder) Note(verb, format string, args ...any) {
+	if r == nil {
+		return
+	}
+	r.line(verb, fmt.Sprintf(format, args...))
+}
+
+// Quote renders a payload for the trace: Go-quoted, cut at PayloadLimit bytes with the rest counted.
+func Quote(p []byte) string {
+	if len(p) <= PayloadLimit {
+		return strconv.Quote(string(p))
+	}
+	return fmt.Sprintf("%s...(+%d)", strconv.Quote(string(p[:PayloadLimit])), len(p)-PayloadLimit)
+}

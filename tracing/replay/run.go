@@ -1,0 +1,244 @@
+//go:build unix
+
+package replay
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"muxlab/tracing"
+	"muxlab/tracing/scenario"
+)
+
+// SettleWithin bounds how long the replayer waits for the server to catch up after one action.
+const SettleWithin = 10 * time.Second
+
+// Result is what a replay produced.
+type Result struct {
+	// Transcript is the server's trace with the clients' actions woven in: ">> c1 send ..." where a client
+	// acted, "<< c1 ..." where what it expected arrived. This is what golden files hold.
+	Transcript string
+	Trace      string             // the server's trace alone
+	Clients    []*Client          // in order of first appearance
+	Stderr     string             // what the server wrote to stderr
+	Server     *Server            // the server process (already stopped when Run returns)
+	byName     map[string]*Client // clients by name
+}
+
+// Saw returns what client name received, or nil.
+func (r *Result) Saw(name string) []byte {
+	if c := r.byName[name]; c != nil {
+		return c.Got
+	}
+	return nil
+}
+
+// Run starts binary with the scenario's flags and args, plays the scenario and stops the server. On a
+// failed expectation it returns the transcript so far together with the error.
+func Run(binary string, sc *scenario.Scenario, args ...string) (*Result, error) {
+	srv, err := Start(binary, append(append([]string{}, sc.Args...), args...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Kill()
+	p := &player{srv: srv, res: &Result{Server: srv, byName: map[string]*Client{}}}
+	err = p.play(sc)
+	for _, c := range p.res.Clients {
+		c.Close()
+	}
+	srv.Kill()
+	p.res.Trace = srv.Trace()
+	p.flushTrace()
+	p.res.Transcript = p.out.String()
+	p.res.Stderr = srv.Stderr()
+	return p.res, err
+}
+
+type player struct {
+	srv   *Server
+	res   *Result
+	out   strings.Builder
+	shown int // trace bytes already copied into the transcript
+}
+
+// flushTrace copies the trace lines that arrived since the last call into the transcript.
+func (p *player) flushTrace() {
+	t := p.srv.Trace()
+	if end := strings.LastIndexByte(t, '\n') + 1; end > p.shown {
+		p.out.WriteString(t[p.shown:end])
+		p.shown = end
+	}
+}
+
+func (p *player) lineCount() int { return len(tracing.Lines(p.srv.Trace())) }
+
+func (p *player) play(sc *scenario.Scenario) error {
+	if err := p.srv.Settle(0, true, SettleWithin); err != nil {
+		return fmt.Errorf("%s: before the first action: %v", sc.Name, err)
+	}
+	for _, st := range sc.Steps {
+		if st.ReachesServer() {
+			// The server must be idle first, so that no two actions reach it in one wake-up.
+			if err := p.srv.Settle(0, false, SettleWithin); err != nil {
+				return fmt.Errorf("%s:%d: before %s: %v", sc.Name, st.Line, st, err)
+			}
+		}
+		p.flushTrace()
+		from := p.lineCount()
+		if err := p.act(st); err != nil {
+			p.flushTrace()
+			return fmt.Errorf("%s:%d: %s: %v", sc.Name, st.Line, st, err)
+		}
+		if st.ReachesServer() {
+			if err := p.srv.Settle(from, !st.Unnoticed, SettleWithin); err != nil {
+				p.flushTrace()
+				return fmt.Errorf("%s:%d: after %s: %v", sc.Name, st.Line, st, err)
+			}
+		}
+	}
+	return p.srv.Settle(0, false, SettleWithin)
+}
+
+func (p *player) client(st scenario.Step) (*Client, error) {
+	c := p.res.byName[st.Client]
+	if c == nil {
+		return nil, fmt.Errorf("no client %s: connect it first", st.Client)
+	}
+	if c.fd < 0 {
+		return nil, fmt.Errorf("client %s is closed", st.Client)
+	}
+	return c, nil
+}
+
+// act carries out one step and writes its transcript line.
+func (p *player) act(st scenario.Step) error {
+	say := func(dir, what string) { fmt.Fprintf(&p.out, "%s %s %s\n", dir, st.Client, what) }
+	switch st.Verb {
+	case "connect":
+		if p.res.byName[st.Client] != nil {
+			return fmt.Errorf("client %s already connected", st.Client)
+		}
+		say(">>", "connect")
+		c, err := Dial(st.Client, p.srv.Addr, st.RcvBuf)
+		if err != nil {
+			return err
+		}
+		p.res.byName[st.Client] = c
+		p.res.Clients = append(p.res.Clients, c)
+		return nil
+	case "signal":
+		fmt.Fprintf(&p.out, ">> signal %s\n", st.Signal)
+		sig := unix.SIGTERM
+		if st.Signal == "INT" {
+			sig = unix.SIGINT
+		}
+		return p.srv.Signal(sig)
+	case "expect-exit":
+		code, err := p.srv.Wait(st.Within)
+		if err != nil {
+			return err
+		}
+		if code != st.Count {
+			return fmt.Errorf("server exited with status %d, want %d\n%s", code, st.Count, p.srv.Stderr())
+		}
+		fmt.Fprintf(&p.out, "<< server exit %d\n", code)
+		return nil
+	}
+	c, err := p.client(st)
+	if err != nil {
+		return err
+	}
+	switch st.Verb {
+	case "send":
+		if st.Pattern {
+			say(">>", fmt.Sprintf("send %d bytes", st.Count))
+			return c.SendPattern(st.Count, st.Within)
+		}
+		say(">>", "send "+strconv.Quote(string(st.Data)))
+		return c.Send(st.Data, st.Within)
+	case "expect":
+		if st.Pattern {
+			err = c.ExpectPattern(st.Count, st.Within)
+			say("<<", fmt.Sprintf("%d bytes", st.Count))
+		} else {
+			err = c.Expect(st.Data, st.Within)
+			say("<<", strconv.Quote(string(st.Data)))
+		}
+		return err
+	case "expect-line":
+		err = c.ExpectLine(st.Data, st.Within)
+		say("<<", strconv.Quote(string(st.Data)))
+		return err
+	case "expect-nothing":
+		err = c.ExpectNothing(st.Within)
+		say("<<", "nothing for "+st.Within.String())
+		return err
+	case "expect-eof":
+		err = c.ExpectEOF(st.Within)
+		say("<<", "EOF")
+		return err
+	case "shutdown":
+		say(">>", "shutdown (SHUT_WR)")
+		return c.Shutdown()
+	case "reset":
+		say(">>", "reset (SO_LINGER 0)")
+		return c.Reset()
+	case "close":
+		say(">>", "close")
+		return c.Close()
+	case "stop-reading":
+		say(">>", "stop reading")
+		return c.StopReading()
+	}
+	return fmt.Errorf("unknown action %q", st.Verb)
+}
+
+// Build compiles the step program at pkg (a package path such as ./step02-select-echo, resolved from
+// the module that holds dir) and returns the binary's path. Binaries are cached per process.
+func Build(dir, pkg string) (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	key := dir + "\x00" + pkg
+	if bin, ok := built[key]; ok {
+		return bin, nil
+	}
+	if buildDir == "" {
+		d, err := os.MkdirTemp("", "muxlab-replay-")
+		if err != nil {
+			return "", err
+		}
+		buildDir = d
+	}
+	bin := filepath.Join(buildDir, fmt.Sprintf("%s-%d", filepath.Base(pkg), len(built)))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+	}
+	built[key] = bin
+	return bin, nil
+}
+
+var (
+	buildMu  sync.Mutex
+	buildDir string
+	built    = map[string]string{}
+)
+
+// Cleanup removes the binaries Build made.
+func Cleanup() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+		buildDir, built = "", map[string]string{}
+	}
+}

@@ -49,7 +49,6 @@ func main() {
 	var tr *tracing.Recorder // nil: tracing off
 	if *trace {
 		tr = tracing.New(os.Stdout, *fds)
-		defer tr.Flush()
 	}
 	ln, bound, err := listen(*addr)
 	if err != nil {
@@ -59,7 +58,6 @@ func main() {
 	fmt.Fprintf(os.Stderr, "step02-select-echo: listening on %s (try: nc %s %d)\n", bound, bound.Addr(), bound.Port())
 	tr.Listen(ln)
 	if err := serve(ln, *sndbuf, tr); err != nil {
-		tr.Flush()
 		fmt.Fprintf(os.Stderr, "step02-select-echo: %v\n", err)
 		os.Exit(1)
 	}

@@ -21,14 +21,3 @@ func Lines(trace string) []string {
 	}
 	return strings.Split(trace, "\n")
 }
-
-// IsWait reports whether a trace line is a wait line: the loop is about to block (select, epoll_wait, or
-// a blocking accept/read). The replayer uses these lines to know when the server has caught up.
-func IsWait(line string) bool {
-	verb, _, _ := strings.Cut(line, " ")
-	switch verb {
-	case "select", "poll", "epoll_wait", "block":
-		return true
-	}
-	return false
-}

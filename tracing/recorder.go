@@ -8,7 +8,6 @@
 package tracing
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"strconv"
@@ -20,7 +19,8 @@ const PayloadLimit = 40
 
 // Recorder writes trace lines. It is used by one goroutine: the loop it describes.
 type Recorder struct {
-	w       *bufio.Writer
+	w       io.Writer
+	buf     []byte // the line being written
 	showFDs bool
 	names   map[int]string
 	clients int
@@ -29,7 +29,7 @@ type Recorder struct {
 // New returns a Recorder writing to w. With showFDs, every name also carries its fd number, e.g. c1(fd5):
 // useful live, never in a golden trace.
 func New(w io.Writer, showFDs bool) *Recorder {
-	return &Recorder{w: bufio.NewWriter(w), showFDs: showFDs, names: map[int]string{}}
+	return &Recorder{w: w, showFDs: showFDs, names: map[int]string{}}
 }
 
 // On reports whether r records anything. Guard work done only for the trace (building a list) with it.
@@ -76,18 +76,17 @@ func (r *Recorder) list(fds []int) string {
 	return b.String()
 }
 
-// line writes one trace line: the verb in a column of its own, then the rest.
+// line writes one trace line, the verb in a column of its own, with one write: a reader sees every line
+// the moment it happens, even if the loop then blocks somewhere it should not.
 func (r *Recorder) line(verb, rest string) {
-	fmt.Fprintf(r.w, "%-10s %s\n", verb, rest)
-}
-
-// Flush writes out buffered lines. Wait lines flush by themselves, so a reader of the trace sees
-// everything up to the moment the loop blocks.
-func (r *Recorder) Flush() {
-	if r == nil {
-		return
+	r.buf = append(r.buf[:0], verb...)
+	for len(r.buf) < 10 {
+		r.buf = append(r.buf, ' ')
 	}
-	r.w.Flush()
+	r.buf = append(r.buf, ' ')
+	r.buf = append(r.buf, rest...)
+	r.buf = append(r.buf, '\n')
+	r.w.Write(r.buf)
 }
 
 // Listen records the listening socket, which is named "listener".
@@ -106,13 +105,12 @@ func (r *Recorder) Accept(fd int) {
 	r.line("accept", r.NameClient(fd))
 }
 
-// Select is the wait line of a select loop: what was asked. It flushes, because the loop blocks next.
+// Select is the wait line of a select loop: what was asked.
 func (r *Recorder) Select(read, write, except []int) {
 	if r == nil {
 		return
 	}
 	r.line("select", "read="+r.list(read)+" write="+r.list(write)+" except="+r.list(except))
-	r.w.Flush()
 }
 
 // Selected records what select reported ready: what came back.
@@ -129,7 +127,6 @@ func (r *Recorder) Block(call string, fd int) {
 		return
 	}
 	r.line("block", call+" "+r.name(fd))
-	r.w.Flush()
 }
 
 // Read records n bytes read from fd, quoting the first PayloadLimit of them.

@@ -117,14 +117,15 @@ func (c *Client) SendPattern(n int, within time.Duration) error {
 	return err
 }
 
-// errClosed and errReset describe how a read ended early.
+// ErrClosed and ErrReset are how a read ends when the server closes the connection: a FIN (EOF), or an
+// RST (it closed with data from us unread, or reset on purpose).
 var (
-	errClosed = errors.New("the server closed the connection (EOF)")
-	errReset  = errors.New("the server reset the connection (ECONNRESET)")
+	ErrClosed = errors.New("the server closed the connection (EOF)")
+	ErrReset  = errors.New("the server reset the connection (ECONNRESET)")
 )
 
 // readSome waits for bytes until the deadline and appends them to Got. It returns how many arrived
-// (0 on timeout), or errClosed/errReset.
+// (0 on timeout), or ErrClosed/ErrReset.
 func (c *Client) readSome(max int, deadline time.Time) (int, error) {
 	ok, err := c.waitFor(unix.POLLIN, deadline)
 	if err != nil || !ok {
@@ -134,11 +135,11 @@ func (c *Client) readSome(max int, deadline time.Time) (int, error) {
 	n, err := unix.Read(c.fd, buf)
 	switch {
 	case err == unix.ECONNRESET:
-		return 0, errReset
+		return 0, ErrReset
 	case err != nil:
 		return 0, err
 	case n == 0:
-		return 0, errClosed
+		return 0, ErrClosed
 	}
 	c.Got = append(c.Got, buf[:n]...)
 	return n, nil
@@ -170,8 +171,8 @@ func (c *Client) ExpectPattern(n int, within time.Duration) error {
 	return c.Expect(want, within)
 }
 
-// ExpectLine reads up to and including the next newline and compares it.
-func (c *Client) ExpectLine(want []byte, within time.Duration) error {
+// ReadLine reads up to and including the next newline, waiting up to within.
+func (c *Client) ReadLine(within time.Duration) (string, error) {
 	deadline := time.Now().Add(within)
 	start := len(c.Got)
 	for !bytes.HasSuffix(c.Got[start:], []byte("\n")) {
@@ -180,15 +181,24 @@ func (c *Client) ExpectLine(want []byte, within time.Duration) error {
 		if err == nil && n == 0 {
 			err = fmt.Errorf("no newline within %v", within)
 		}
-		if err != nil {
-			return fmt.Errorf("%s expected line %s, got %s, then: %v", c.Name, short(want), short(c.Got[start:]), err)
+		if err == nil && len(c.Got)-start > scenario.MaxPattern {
+			err = fmt.Errorf("no newline in %d bytes", scenario.MaxPattern)
 		}
-		if len(c.Got)-start > scenario.MaxPattern {
-			return fmt.Errorf("%s expected line %s: no newline in %d bytes", c.Name, short(want), scenario.MaxPattern)
+		if err != nil {
+			return string(c.Got[start:]), err
 		}
 	}
-	if got := c.Got[start:]; !bytes.Equal(got, want) {
-		return fmt.Errorf("%s expected line %s, got %s", c.Name, short(want), short(got))
+	return string(c.Got[start:]), nil
+}
+
+// ExpectLine reads the next line and compares it.
+func (c *Client) ExpectLine(want []byte, within time.Duration) error {
+	got, err := c.ReadLine(within)
+	if err != nil {
+		return fmt.Errorf("%s expected line %s, got %s, then: %v", c.Name, short(want), short([]byte(got)), err)
+	}
+	if got != string(want) {
+		return fmt.Errorf("%s expected line %s, got %s", c.Name, short(want), short([]byte(got)))
 	}
 	return nil
 }
@@ -211,7 +221,7 @@ func (c *Client) ExpectEOF(within time.Duration) error {
 	start := len(c.Got)
 	n, err := c.readSome(64<<10, time.Now().Add(within))
 	switch {
-	case err == errClosed:
+	case err == ErrClosed:
 		return nil
 	case err != nil:
 		return fmt.Errorf("%s expected EOF: %v", c.Name, err)

@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"muxlab/tracing"
 	"muxlab/tracing/scenario"
 )
 
@@ -44,52 +43,89 @@ func (r *Result) Saw(name string) []byte {
 // Run starts binary with the scenario's flags and args, plays the scenario and stops the server. On a
 // failed expectation it returns the transcript so far together with the error.
 func Run(binary string, sc *scenario.Scenario, args ...string) (*Result, error) {
-	srv, err := Start(binary, append(append([]string{}, sc.Args...), args...)...)
+	p, err := Open(binary, append(append([]string{}, sc.Args...), args...)...)
 	if err != nil {
 		return nil, err
 	}
-	defer srv.Kill()
-	p := &player{srv: srv, res: &Result{Server: srv, byName: map[string]*Client{}}}
-	err = p.play(sc)
-	for _, c := range p.res.Clients {
-		c.Close()
+	err = p.Play(sc)
+	if err == nil {
+		err = p.srv.Settle(0, false, SettleWithin)
 	}
-	srv.Kill()
-	p.res.Trace = srv.Trace()
-	p.flushTrace()
-	p.res.Transcript = p.out.String()
-	p.res.Stderr = srv.Stderr()
-	return p.res, err
+	return p.Close(), err
 }
 
-type player struct {
+// Session is a scenario being played step by step: tests use it to look at the server (its fds, its CPU
+// time) between actions. Run is Open, Play, Close.
+type Session struct {
 	srv   *Server
 	res   *Result
 	out   strings.Builder
 	shown int // trace bytes already copied into the transcript
 }
 
-// flushTrace copies the trace lines that arrived since the last call into the transcript.
-func (p *player) flushTrace() {
-	t := p.srv.Trace()
-	if end := strings.LastIndexByte(t, '\n') + 1; end > p.shown {
-		p.out.WriteString(t[p.shown:end])
-		p.shown = end
+// Open starts the server and waits until it is idle in its first wait.
+func Open(binary string, args ...string) (*Session, error) {
+	srv, err := Start(binary, args...)
+	if err != nil {
+		return nil, err
 	}
+	p := &Session{srv: srv, res: &Result{Server: srv, byName: map[string]*Client{}}}
+	if err := p.srv.Settle(0, true, SettleWithin); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("before the first action: %v", err)
+	}
+	return p, nil
 }
 
-func (p *player) lineCount() int { return len(tracing.Lines(p.srv.Trace())) }
+// Server is the server process of the session.
+func (p *Session) Server() *Server { return p.srv }
 
-func (p *player) play(sc *scenario.Scenario) error {
-	if err := p.srv.Settle(0, true, SettleWithin); err != nil {
-		return fmt.Errorf("%s: before the first action: %v", sc.Name, err)
+// Client returns the client called name, or nil.
+func (p *Session) Client(name string) *Client { return p.res.byName[name] }
+
+// Transcript returns the transcript so far.
+func (p *Session) Transcript() string {
+	p.flushTrace()
+	return p.out.String()
+}
+
+// Do plays scenario lines (one or more, in the scenario format) and waits for the server to settle.
+func (p *Session) Do(lines string) error {
+	sc, err := scenario.Parse("Do", lines)
+	if err != nil {
+		return err
 	}
+	return p.Play(sc)
+}
+
+// Close stops the server and closes the clients, and returns the result. The transcript ends where
+// the last step left the server: what the server says while it is being torn down is not part of it.
+func (p *Session) Close() *Result {
+	p.flushTrace()
+	p.res.Transcript = p.out.String()
+	p.res.Trace = p.srv.Trace()[:p.shown]
+	p.srv.Kill()
+	for _, c := range p.res.Clients {
+		c.Close()
+	}
+	p.res.Stderr = p.srv.Stderr()
+	return p.res
+}
+
+// flushTrace copies the trace lines that arrived since the last call into the transcript.
+func (p *Session) flushTrace() {
+	p.shown += p.srv.copyLines(&p.out, p.shown)
+}
+
+func (p *Session) lineCount() int { return p.srv.Lines() }
+
+// Play plays the steps of sc in order.
+func (p *Session) Play(sc *scenario.Scenario) error {
 	for _, st := range sc.Steps {
-		if st.ReachesServer() {
-			// The server must be idle first, so that no two actions reach it in one wake-up.
-			if err := p.srv.Settle(0, false, SettleWithin); err != nil {
-				return fmt.Errorf("%s:%d: before %s: %v", sc.Name, st.Line, st, err)
-			}
+		// The server must be idle first, so that no two actions reach it in one wake-up, and so that
+		// everything it said so far goes into the transcript before this step's line.
+		if err := p.srv.Settle(0, false, SettleWithin); err != nil {
+			return fmt.Errorf("%s:%d: before %s: %v", sc.Name, st.Line, st, err)
 		}
 		p.flushTrace()
 		from := p.lineCount()
@@ -104,10 +140,10 @@ func (p *player) play(sc *scenario.Scenario) error {
 			}
 		}
 	}
-	return p.srv.Settle(0, false, SettleWithin)
+	return nil
 }
 
-func (p *player) client(st scenario.Step) (*Client, error) {
+func (p *Session) client(st scenario.Step) (*Client, error) {
 	c := p.res.byName[st.Client]
 	if c == nil {
 		return nil, fmt.Errorf("no client %s: connect it first", st.Client)
@@ -119,7 +155,7 @@ func (p *player) client(st scenario.Step) (*Client, error) {
 }
 
 // act carries out one step and writes its transcript line.
-func (p *player) act(st scenario.Step) error {
+func (p *Session) act(st scenario.Step) error {
 	say := func(dir, what string) { fmt.Fprintf(&p.out, "%s %s %s\n", dir, st.Client, what) }
 	switch st.Verb {
 	case "connect":

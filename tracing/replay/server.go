@@ -21,7 +21,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"muxlab/tracing"
 )
 
 // Server is a running step program.
@@ -32,8 +31,10 @@ type Server struct {
 	traceR int // read end of the pipe that is the server's stdout (nonblocking)
 	stderr *lineLog
 
-	mu    sync.Mutex // guards trace: every read of traceR happens under it
-	trace []byte
+	mu       sync.Mutex // guards the fields below: every read of traceR happens under it
+	trace    []byte
+	lines    int // complete lines in trace
+	lastLine int // where the last complete line starts
 
 	exited  chan struct{}
 	exitErr error
@@ -70,6 +71,7 @@ func Start(binary string, args ...string) (*Server, error) {
 		s.exitErr = s.cmd.Wait()
 		close(s.exited)
 	}()
+	go s.drainForever()
 	line, err := s.stderr.waitFor(listening, s.exited, 30*time.Second)
 	if err != nil {
 		s.Kill()
@@ -89,8 +91,36 @@ func hasFlag(args []string, name string) bool {
 	return false
 }
 
+// Lines is the number of complete trace lines read so far.
+func (s *Server) Lines() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drainLocked()
+	return s.lines
+}
+
+func (s *Server) lastLineLocked() string {
+	if s.lines == 0 {
+		return "(no trace yet)"
+	}
+	return strings.TrimSuffix(string(s.trace[s.lastLine:]), "\n")
+}
+
 // Pid is the server's process id.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
+// copyLines writes the complete lines of the trace from byte offset from on, and says how many bytes.
+func (s *Server) copyLines(w *strings.Builder, from int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drainLocked()
+	end := bytes.LastIndexByte(s.trace, '\n') + 1
+	if end <= from {
+		return 0
+	}
+	w.Write(s.trace[from:end])
+	return end - from
+}
 
 // Trace returns the trace read so far.
 func (s *Server) Trace() string {
@@ -103,6 +133,22 @@ func (s *Server) Trace() string {
 // Stderr returns what the server wrote to stderr.
 func (s *Server) Stderr() string { return s.stderr.String() }
 
+// drainForever keeps reading the trace, so that a server that talks a lot never blocks on a full pipe
+// while nobody is settling.
+func (s *Server) drainForever() {
+	for !s.Exited() {
+		s.mu.Lock()
+		if s.traceR < 0 {
+			s.mu.Unlock()
+			return
+		}
+		fds := []unix.PollFd{{Fd: int32(s.traceR), Events: unix.POLLIN}}
+		s.drainLocked()
+		s.mu.Unlock()
+		unix.Poll(fds, 100) // wakes on output; the bound lets it notice the end
+	}
+}
+
 // drainLocked reads whatever the pipe holds; it reports how many bytes that was.
 func (s *Server) drainLocked() int {
 	var buf [64 << 10]byte
@@ -111,6 +157,11 @@ func (s *Server) drainLocked() int {
 		n, err := unix.Read(s.traceR, buf[:])
 		if n > 0 {
 			s.trace = append(s.trace, buf[:n]...)
+			if k := bytes.Count(buf[:n], []byte{'\n'}); k > 0 {
+				s.lines += k
+				last := bytes.LastIndexByte(s.trace, '\n')
+				s.lastLine = bytes.LastIndexByte(s.trace[:last], '\n') + 1
+			}
 			total += n
 			continue
 		}
@@ -142,21 +193,17 @@ func (s *Server) Settle(from int, woke bool, within time.Duration) error {
 		asleep := s.Exited() || allAsleep(s.Pid()) // look at the threads first, then at the pipe
 		s.mu.Lock()
 		fresh := s.drainLocked()
-		lines := tracing.Lines(string(s.trace))
+		lines, last := s.lines, s.lastLineLocked()
 		partial := len(s.trace) > 0 && s.trace[len(s.trace)-1] != '\n'
 		s.mu.Unlock()
 		if s.Exited() && fresh == 0 {
 			return nil
 		}
-		reacted := !woke || len(lines) > from
+		reacted := !woke || lines > from
 		if asleep && fresh == 0 && !partial && reacted {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			last := "(no trace yet)"
-			if len(lines) > 0 {
-				last = lines[len(lines)-1]
-			}
 			return fmt.Errorf("server did not settle within %v (reacted=%v, asleep=%v); last trace line: %s",
 				within, reacted, asleep, last)
 		}
@@ -268,4 +315,33 @@ func (l *lineLog) waitFor(re *regexp.Regexp, exited <-chan struct{}, within time
 			return "", fmt.Errorf("nothing after %v", within)
 		}
 	}
+}
+
+// OpenFDs counts the server's open file descriptors (from /proc/PID/fd; -1 where there is no /proc).
+// A test compares it before and after a client comes and goes: a leak shows as a difference.
+func (s *Server) OpenFDs() int {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.Pid()))
+	if err != nil {
+		return -1
+	}
+	return len(fds)
+}
+
+// CPUTime is the CPU time the server has used so far, user plus system (from /proc/PID/stat, in clock
+// ticks of 10 ms; -1 where there is no /proc). A busy loop shows as CPU time growing while nothing happens.
+func (s *Server) CPUTime() time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.Pid()))
+	if err != nil {
+		return -1
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	f := strings.Fields(string(stat[i+1:]))
+	// After the name: state is field 3 of the man page, utime 14 and stime 15.
+	var ticks int64
+	for _, k := range []int{14, 15} {
+		var v int64
+		fmt.Sscan(f[k-3], &v)
+		ticks += v
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }

@@ -85,3 +85,23 @@ func Compare(t testing.TB, golden, got string) {
 		t.Errorf("transcript differs from %s (-want +got):\n%s\nIf the change is intended, rerun with -update and read the diff.", golden, d)
 	}
 }
+
+// Open starts the step in pkg for a test that plays it step by step with Do; it is stopped when the
+// test ends.
+func Open(t testing.TB, pkg string, args ...string) *replay.Session {
+	t.Helper()
+	s, err := replay.Open(Binary(t, pkg), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Do plays scenario lines on s and fails the test, with the transcript so far, if one fails.
+func Do(t testing.TB, s *replay.Session, lines string) {
+	t.Helper()
+	if err := s.Do(lines); err != nil {
+		t.Fatalf("%v\ntranscript so far:\n%s", err, s.Transcript())
+	}
+}

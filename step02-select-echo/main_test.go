@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -139,4 +142,31 @@ func TestB19_ClientsPastFDSetSizeAreRefusedOthersServed(t *testing.T) {
 		t.Fatalf("the trace names %d refusals, the clients saw %d", n, refused)
 	}
 	t.Logf("%d clients, %d refused past FD_SETSIZE, the rest served", clients, refused)
+}
+
+// B4: the seed called select with a 2 s timeout, waking to print empty results. Here select has no
+// timeout at all: read it from the kernel, where the server's thread sleeps in select and
+// /proc/PID/task/TID/syscall shows the call's arguments (the fifth is the timeout pointer: 0 is none).
+func TestB4_SelectHasNoTimeout(t *testing.T) {
+	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		t.Skip("reads the select(2) arguments of linux/amd64 from /proc")
+	}
+	s := tracetest.Open(t, ".")
+	tracetest.Do(t, s, "connect c1")
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/syscall", s.Server().Pid()))
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		args := strings.Fields(string(b))
+		// x/sys/unix implements Select with pselect6 (270); plain select is 23. Both take the timeout fifth.
+		if len(args) > 5 && (args[0] == "270" || args[0] == "23") {
+			if args[5] != "0x0" {
+				t.Fatalf("select is called with a timeout (%s): the loop would wake with nothing to do", args[5])
+			}
+			return
+		}
+	}
+	t.Fatal("no thread of the server is in select(2) while it is idle")
 }

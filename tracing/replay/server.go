@@ -48,9 +48,11 @@ func Start(binary string, args ...string) (*Server, error) {
 		args = append([]string{"-addr", "127.0.0.1:0"}, args...)
 	}
 	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+	if err := unix.Pipe(p[:]); err != nil {
 		return nil, fmt.Errorf("pipe: %w", err)
 	}
+	unix.CloseOnExec(p[0]) // the child gets the write end as its stdout, and nothing else of ours
+	unix.CloseOnExec(p[1])
 	w := os.NewFile(uintptr(p[1]), "trace")
 	s := &Server{traceR: p[0], stderr: newLineLog(), exited: make(chan struct{})}
 	s.cmd = exec.Command(binary, args...)

@@ -1,0 +1,424 @@
+//go:build linux
+
+// Command bench measures the lab's steps against each other, and against what a Go programmer would
+// write instead (a goroutine per connection, with net), on this machine, over loopback:
+//
+//	go run ./bench          the full suite, about ten minutes; writes docs/performance.md
+//	go run ./bench -smoke   a few seconds; checks every workload still runs and every byte checks out
+//
+// It builds each server, runs it as a child process with tracing off, drives it with a load generator
+// in this process (load.go), and reads the server's CPU time and memory from /proc. Every figure is
+// measured several times, with the servers taken in turn inside each repetition, so that a slow moment
+// of the machine falls on all of them alike; the report gives the median and the range.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A config sizes the suite: the full one for the report, the smoke one for CI.
+type config struct {
+	name       string
+	reps       int           // repetitions of every measurement
+	warm       time.Duration // traffic before a measurement window starts
+	window     time.Duration // a measurement window: long beside the 10 ms tick of /proc's CPU times
+	echoConns  []int
+	echoSizes  []int
+	scanActive int   // ping-pong connections during the scan
+	scanIdle   []int // idle connections held, in increasing order
+	scanReps   int
+	chat       chatLoad
+	chatReps   int
+	traceReps  int
+}
+
+var full = config{
+	name: "full", reps: 5, warm: 300 * time.Millisecond, window: 2 * time.Second,
+	echoConns: []int{1, 64, 1000}, echoSizes: []int{64, 4096},
+	scanActive: 4, scanIdle: []int{0, 100, 500, 1000, 5000, 10000}, scanReps: 3,
+	chat:     chatLoad{members: 100, senders: 10, lines: 2000, window: 32},
+	chatReps: 5, traceReps: 7,
+}
+
+// smoke runs every workload at a small size; 1100 idle connections are enough to see select refuse.
+var smoke = config{
+	name: "smoke", reps: 1, warm: 20 * time.Millisecond, window: 150 * time.Millisecond,
+	echoConns: []int{1, 16}, echoSizes: []int{64, 4096},
+	scanActive: 2, scanIdle: []int{0, 100, 1100}, scanReps: 1,
+	chat:     chatLoad{members: 10, senders: 3, lines: 50, window: 8},
+	chatReps: 1, traceReps: 1,
+}
+
+func main() {
+	smokeMode := flag.Bool("smoke", false, "run every workload briefly, check results, write no report unless -out is given")
+	out := flag.String("out", "", "write the report to this file (default: docs/performance.md, or none with -smoke)")
+	only := flag.String("servers", "", "measure only the servers whose table name matches this regexp, e.g. 'step05|baseline'")
+	flag.Parse()
+	cfg := full
+	if *smokeMode {
+		cfg = smoke
+	}
+	if *only != "" {
+		re, err := regexp.Compile(*only)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: -servers: %v\n", err)
+			os.Exit(2)
+		}
+		servers = slices.DeleteFunc(servers, func(s server) bool { return !re.MatchString(s.name) })
+	}
+	res, err := runSuite(cfg, os.Stderr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+	path := *out
+	if path == "" && !*smokeMode {
+		path = filepath.Join(res.root, "docs", "performance.md")
+	}
+	if path == "" {
+		fmt.Fprintln(os.Stderr, "bench: smoke run passed")
+		return
+	}
+	if err := os.WriteFile(path, []byte(report(res)), 0o644); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s\n", path)
+}
+
+// results is everything one run measured.
+type results struct {
+	cfg     config
+	root    string
+	machine string
+	started time.Time
+	took    time.Duration
+	missing []string // packages in the server table that are not in this checkout
+
+	echoNames []string
+	echo      map[echoPoint]map[string]*echoCell
+	scan      map[string]map[int]*scanCell // server, idle connections
+	chatNames []string
+	chat      map[string]*chatCell
+	traced    string // the step whose tracing cost was measured
+	tracing   map[string]sample
+}
+
+type echoPoint struct{ conns, size int }
+
+type echoCell struct {
+	rate, p50, p99, cpu sample // msgs/s, µs, µs, µs of server CPU per message
+	refused             string
+}
+
+type scanCell struct {
+	cpu, p50, rate sample
+	rssPerConn     sample // bytes of RSS per idle connection held
+	held, refused  int
+	said           string
+}
+
+type chatCell struct {
+	rate, cpu  sample // lines delivered per second, µs of server CPU per delivered line
+	deliveries int    // per repetition, every one checked
+}
+
+// runSuite builds the servers and runs every workload, writing progress to log.
+func runSuite(cfg config, log *os.File) (*results, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return nil, err
+	}
+	res := &results{cfg: cfg, root: root, started: time.Now(), machine: machine(),
+		echo: map[echoPoint]map[string]*echoCell{}, scan: map[string]map[int]*scanCell{},
+		chat: map[string]*chatCell{}, tracing: map[string]sample{}}
+	if err := raiseFDLimit(); err != nil {
+		return nil, err
+	}
+
+	// Build every server that exists, in one go build.
+	var pkgs []string
+	for _, s := range servers {
+		if !exists(root, s.pkg) {
+			if !slices.Contains(res.missing, s.pkg) {
+				res.missing = append(res.missing, s.pkg)
+			}
+			continue
+		}
+		if !slices.Contains(pkgs, s.pkg) {
+			pkgs = append(pkgs, s.pkg)
+		}
+	}
+	dir, err := os.MkdirTemp("", "muxlab-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	fmt.Fprintf(log, "bench: building %s\n", strings.Join(pkgs, " "))
+	bins, err := build(root, dir, pkgs, "")
+	if err != nil {
+		return nil, err
+	}
+	var echoes, chats []program
+	for _, s := range servers {
+		if bin, ok := bins[s.pkg]; ok && s.echo != nil {
+			echoes = append(echoes, program{s.name, bin, s.echo})
+		}
+		if bin, ok := bins[s.pkg]; ok && s.chat != nil {
+			chats = append(chats, program{s.name, bin, s.chat})
+		}
+	}
+	for _, p := range echoes {
+		res.echoNames = append(res.echoNames, p.name)
+	}
+	for _, p := range chats {
+		res.chatNames = append(res.chatNames, p.name)
+	}
+
+	if err := runEcho(cfg, res, echoes, log); err != nil {
+		return nil, fmt.Errorf("echo: %w", err)
+	}
+	if err := runScan(cfg, res, echoes, log); err != nil {
+		return nil, fmt.Errorf("scan: %w", err)
+	}
+	if err := runChat(cfg, res, chats, log); err != nil {
+		return nil, fmt.Errorf("chat: %w", err)
+	}
+	if err := runTracing(cfg, res, root, dir, echoes, log); err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	res.took = time.Since(res.started)
+	return res, nil
+}
+
+// raiseFDLimit lifts the soft RLIMIT_NOFILE to the hard one: 10,000 idle connections take 10,000 fds
+// here and as many in the server, which inherits the limit.
+func raiseFDLimit() error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	lim.Cur = lim.Max
+	return unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+}
+
+// machine describes where the figures come from.
+func machine() string {
+	var u unix.Utsname
+	unix.Uname(&u)
+	model := "unknown CPU"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores (%s), Linux %s, %s %s/%s", runtime.NumCPU(), model,
+		unix.ByteSliceToString(u.Release[:]), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// turn returns progs rotated by rep: each repetition starts with a different server.
+func turn(progs []program, rep int) []program {
+	if len(progs) == 0 {
+		return nil
+	}
+	k := rep % len(progs)
+	return append(slices.Clone(progs[k:]), progs[:k]...)
+}
+
+// runEcho measures ping-pong at every connection count and message size, each run on a fresh server.
+func runEcho(cfg config, res *results, progs []program, log *os.File) error {
+	for rep := range cfg.reps {
+		for _, conns := range cfg.echoConns {
+			for _, size := range cfg.echoSizes {
+				pt := echoPoint{conns, size}
+				if res.echo[pt] == nil {
+					res.echo[pt] = map[string]*echoCell{}
+				}
+				for _, p := range turn(progs, rep) {
+					cell := res.echo[pt][p.name]
+					if cell == nil {
+						cell = &echoCell{}
+						res.echo[pt][p.name] = cell
+					}
+					run, refused, err := echoOnce(p, conns, size, cfg.warm, cfg.window)
+					if err != nil {
+						return fmt.Errorf("%s, %d connections × %d B: %w", p.name, conns, size, err)
+					}
+					if refused != "" {
+						cell.refused = refused
+						continue
+					}
+					cell.rate = append(cell.rate, run.rate())
+					cell.p50 = append(cell.p50, us(run.rtt(0.50)))
+					cell.p99 = append(cell.p99, us(run.rtt(0.99)))
+					cell.cpu = append(cell.cpu, run.cpuPerMsg())
+					fmt.Fprintf(log, "echo rep %d/%d %4d conns %4d B  %-20s %8.0f msg/s  p50 %6.1f µs  cpu %5.2f µs/msg\n",
+						rep+1, cfg.reps, conns, size, p.name, run.rate(), us(run.rtt(0.5)), run.cpuPerMsg())
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// echoOnce starts p, opens conns connections and measures one window of ping-pong.
+func echoOnce(p program, conns, size int, warm, window time.Duration) (echoRun, string, error) {
+	srv, err := start(p)
+	if err != nil {
+		return echoRun{}, "", err
+	}
+	defer srv.stop()
+	o, err := open(srv.addr, conns)
+	if err != nil {
+		return echoRun{}, "", err
+	}
+	defer closeAll(o.held)
+	if o.refused > 0 {
+		return echoRun{}, fmt.Sprintf("refused %d of %d connections", o.refused, conns), nil
+	}
+	run, err := pingPong(o.held, size, warm, window, srv)
+	return run, "", err
+}
+
+// runScan holds more and more idle connections while a few active ones ping-pong, on one server per
+// repetition: the cost of a message should not depend on how many clients are doing nothing, and for
+// select it does. It also reads the server's RSS as the idle connections arrive.
+func runScan(cfg config, res *results, progs []program, log *os.File) error {
+	for rep := range cfg.scanReps {
+		for _, p := range turn(progs, rep) {
+			if res.scan[p.name] == nil {
+				res.scan[p.name] = map[int]*scanCell{}
+			}
+			if err := scanOnce(cfg, p, res.scan[p.name], log); err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func scanOnce(cfg config, p program, cells map[int]*scanCell, log *os.File) error {
+	srv, err := start(p)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	active, err := open(srv.addr, cfg.scanActive)
+	if err != nil {
+		return err
+	}
+	defer closeAll(active.held)
+	if active.refused > 0 {
+		return fmt.Errorf("refused %d of the %d active connections", active.refused, cfg.scanActive)
+	}
+	rss0, err := srv.rss()
+	if err != nil {
+		return err
+	}
+	var idle []int
+	defer func() { closeAll(idle) }()
+	for _, level := range cfg.scanIdle {
+		cell := cells[level]
+		if cell == nil {
+			cell = &scanCell{}
+			cells[level] = cell
+		}
+		o, err := open(srv.addr, level-len(idle))
+		if err != nil {
+			return fmt.Errorf("opening %d idle connections: %w", level, err)
+		}
+		idle = append(idle, o.held...)
+		if o.refused > 0 {
+			// select cannot watch fds past FD_SETSIZE: this level, and every one above it, is refused.
+			cell.held, cell.refused, cell.said = len(idle), level-len(idle), o.said
+			fmt.Fprintf(log, "scan %-20s %5d idle: refused %d (%q)\n", p.name, level, cell.refused, o.said)
+			return nil
+		}
+		rss, err := srv.rss()
+		if err != nil {
+			return err
+		}
+		if level > 0 {
+			cell.rssPerConn = append(cell.rssPerConn, float64(rss-rss0)/float64(level))
+		}
+		run, err := pingPong(active.held, 64, cfg.warm, cfg.window, srv)
+		if err != nil {
+			return fmt.Errorf("%d idle: %w", level, err)
+		}
+		cell.held = level
+		cell.cpu = append(cell.cpu, run.cpuPerMsg())
+		cell.p50 = append(cell.p50, us(run.rtt(0.5)))
+		cell.rate = append(cell.rate, run.rate())
+		fmt.Fprintf(log, "scan %-20s %5d idle: %8.0f msg/s  p50 %6.1f µs  cpu %6.2f µs/msg  rss +%d B\n",
+			p.name, level, run.rate(), us(run.rtt(0.5)), run.cpuPerMsg(), rss-rss0)
+	}
+	return nil
+}
+
+// tracingSubjects is where the tracing cost is measured: the first of these that exists.
+var tracingSubjects = []string{"step05 epoll LT", "step03 select", "step02 select"}
+
+// runTracing runs one step with -trace=false against the same step built with tracing compiled out
+// (noop.go), at 64 connections × 64 B, where the loop does the most trace calls per byte.
+func runTracing(cfg config, res *results, root, dir string, progs []program, log *os.File) error {
+	var off program
+	for _, name := range tracingSubjects {
+		if i := slices.IndexFunc(progs, func(p program) bool { return p.name == name }); i >= 0 {
+			off = progs[i]
+			break
+		}
+	}
+	if off.bin == "" {
+		return nil
+	}
+	pkg := ""
+	for _, s := range servers {
+		if s.name == off.name {
+			pkg = s.pkg
+		}
+	}
+	odir := filepath.Join(dir, "notrace")
+	if err := os.Mkdir(odir, 0o755); err != nil {
+		return err
+	}
+	overlay, err := noTracingOverlay(root, odir)
+	if err != nil {
+		return err
+	}
+	bins, err := build(root, odir, []string{pkg}, overlay)
+	if err != nil {
+		return err
+	}
+	res.traced = off.name
+	off.name = "tracing off (-trace=false)"
+	out := program{"tracing compiled out", bins[pkg], off.args}
+	for rep := range cfg.traceReps {
+		for _, p := range turn([]program{off, out}, rep) {
+			run, refused, err := echoOnce(p, 64, 64, cfg.warm, cfg.window)
+			if err == nil && refused != "" {
+				err = fmt.Errorf("%s", refused)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			res.tracing[p.name] = append(res.tracing[p.name], run.cpuPerMsg())
+			fmt.Fprintf(log, "tracing rep %d/%d %-28s cpu %5.2f µs/msg\n", rep+1, cfg.traceReps, p.name, run.cpuPerMsg())
+		}
+	}
+	return nil
+}

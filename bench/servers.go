@@ -1,0 +1,215 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// A server is one program under test, and the flags that put it in each mode. A nil mode is one the
+// program does not have. Adding a step to the bench is one line here.
+type server struct {
+	name string   // as the tables show it
+	pkg  string   // the package to build, relative to the module's root
+	echo []string // flags for an echo server
+	chat []string // flags for a chat room
+}
+
+// servers is every program the bench knows. One whose package does not exist yet is left out of the
+// run, and the report says so.
+var servers = []server{
+	{name: "step02 select", pkg: "./step02-select-echo", echo: []string{"-trace=false"}},
+	{name: "step03 select", pkg: "./step03-write-queues", echo: []string{"-trace=false"}},
+	{name: "step04 select", pkg: "./step04-chat", chat: []string{"-trace=false"}},
+	{name: "step05 epoll LT", pkg: "./step05-epoll", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
+	{name: "step05 epoll ET", pkg: "./step05-epoll", echo: []string{"-trace=false", "-echo", "-et"}, chat: []string{"-trace=false", "-et"}},
+	{name: "baseline goroutines", pkg: "./bench/baseline/echo", echo: []string{}},
+	{name: "baseline goroutines", pkg: "./bench/baseline/chat", chat: []string{}},
+}
+
+// A program is a server ready to run in one mode: a built binary and its flags.
+type program struct {
+	name string
+	bin  string
+	args []string
+}
+
+// moduleRoot is the directory holding go.mod: packages are built, and the report written, from there.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %v", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside the muxlab module: run the bench from the repository")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// build compiles pkgs (package paths such as ./step05-epoll) into dir with one go build, which builds
+// them in parallel, and returns each package's binary. overlay, if set, is a go build -overlay file.
+func build(root, dir string, pkgs []string, overlay string) (map[string]string, error) {
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if overlay != "" {
+		args = append(args, "-overlay", overlay)
+	}
+	cmd := exec.Command("go", append(args, pkgs...)...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go %s: %v\n%s", strings.Join(cmd.Args[1:], " "), err, out)
+	}
+	bins := map[string]string{}
+	for _, p := range pkgs {
+		bins[p] = filepath.Join(dir, filepath.Base(p))
+	}
+	return bins, nil
+}
+
+// exists reports whether the package pkg is in the checkout: a directory with Go files.
+func exists(root, pkg string) bool {
+	files, _ := filepath.Glob(filepath.Join(root, pkg, "*.go"))
+	return len(files) > 0
+}
+
+// A child is a running server.
+type child struct {
+	name   string
+	addr   string // from its "listening on ADDR" line
+	cmd    *exec.Cmd
+	stderr *tail
+	done   chan struct{} // closed when it has exited
+}
+
+var listening = regexp.MustCompile(`listening on (\S+)`)
+
+// start runs p on a free loopback port and waits (at most 10 s) for its "listening on" line. The trace,
+// if the program writes one, goes nowhere: the bench runs every step with -trace=false.
+func start(p program) (*child, error) {
+	c := &child{name: p.name, stderr: &tail{}, done: make(chan struct{})}
+	c.cmd = exec.Command(p.bin, append(append([]string{}, p.args...), "-addr", "127.0.0.1:0")...)
+	r, err := c.cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.cmd.Start(); err != nil {
+		return nil, err
+	}
+	addr := make(chan string, 1)
+	go func() {
+		// Read stderr to the end, so that the child never blocks writing to it.
+		s := bufio.NewScanner(r)
+		for s.Scan() {
+			c.stderr.add(s.Text())
+			if m := listening.FindStringSubmatch(s.Text()); m != nil {
+				select {
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, r)
+		c.cmd.Wait()
+		close(c.done)
+	}()
+	select {
+	case c.addr = <-addr:
+		return c, nil
+	case <-c.done:
+		return nil, fmt.Errorf("%s exited before listening: %s", p.name, c.stderr)
+	case <-time.After(10 * time.Second):
+		c.stop()
+		return nil, fmt.Errorf("%s did not say where it listens within 10 s: %s", p.name, c.stderr)
+	}
+}
+
+// alive reports an error if the server has exited (it must not, while the bench drives it).
+func (c *child) alive() error {
+	select {
+	case <-c.done:
+		return fmt.Errorf("%s exited (%v): %s", c.name, c.cmd.ProcessState, c.stderr)
+	default:
+		return nil
+	}
+}
+
+// stop kills the server and waits for it to go.
+func (c *child) stop() {
+	c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.done
+}
+
+// clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100 on every Linux the lab runs on.
+const clockTick = 10 * time.Millisecond
+
+// cpu is the CPU time the server has used so far, user plus system, all threads: fields 14 and 15 of
+// /proc/PID/stat. The resolution is one tick (10 ms), so a measurement window must be long enough for a
+// tick to be small beside it.
+func (c *child) cpu() (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count fields after the last ')'.
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", c.cmd.Process.Pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", c.cmd.Process.Pid)
+	}
+	return time.Duration(utime+stime) * clockTick, nil
+}
+
+// rss is the server's resident set size in bytes, from VmRSS in /proc/PID/status.
+func (c *child) rss() (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no VmRSS", c.cmd.Process.Pid)
+}
+
+// tail keeps the last lines a server wrote to stderr, for error messages.
+type tail struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *tail) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.lines = append(t.lines, line); len(t.lines) > 10 {
+		t.lines = t.lines[1:]
+	}
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.lines) == 0 {
+		return "(nothing on stderr)"
+	}
+	return strings.Join(t.lines, " | ")
+}

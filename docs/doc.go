@@ -4,4 +4,5 @@
 //	<!-- include step02-select-echo/testdata/seed.trace -->   a whole file (a golden transcript)
 //	<!-- include step02-select-echo/main.go func serve -->     one Go declaration, from the code itself
 //	<!-- include step02-select-echo/main.go lines 10-20 -->    a range of lines (use sparingly)
+//	<!-- include step02-select-echo/testdata/seed.trace mermaid -->  a transcript drawn as a sequence diagram
 package docs

@@ -19,7 +19,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the included blocks in docs/*.md")
 
-var includeRe = regexp.MustCompile(`^<!-- include (\S+)(?: (func|type|lines) (\S+))? -->$`)
+var includeRe = regexp.MustCompile(`^<!-- include (\S+)(?: (func|type|lines) (\S+)| (mermaid))? -->$`)
 
 // TestDocsIncludesUpToDate checks that every included block in docs/*.md and README.md matches its
 // source, so that no trace or code excerpt in a lesson can go stale.
@@ -66,7 +66,11 @@ func expand(page, text string) (string, error) {
 		if end == len(lines) {
 			return "", fmt.Errorf("%s:%d: include without <!-- end -->", page, i+1)
 		}
-		body, lang, err := source(m[1], m[2], m[3])
+		kind, name := m[2], m[3]
+		if m[4] != "" {
+			kind = m[4]
+		}
+		body, lang, err := source(m[1], kind, name)
 		if err != nil {
 			return "", fmt.Errorf("%s:%d: %v", page, i+1, err)
 		}
@@ -91,6 +95,8 @@ func source(path, kind, name string) (string, string, error) {
 	switch kind {
 	case "":
 		return string(data), lang, nil
+	case "mermaid":
+		return tracing.Mermaid(string(data)), "mermaid", nil
 	case "lines":
 		a, b, ok := strings.Cut(name, "-")
 		from, err1 := strconv.Atoi(a)

@@ -141,3 +141,25 @@ func FuzzDiff(f *testing.F) {
 		}
 	})
 }
+
+func TestMermaidDrawsClientsAndServer(t *testing.T) {
+	got := tracing.Mermaid(`listen     listener
+select     read=[listener] write=[] except=[]
+>> c1 send "a;b#\n"
+write      c1 4 of 4 bytes
+<< c1 nothing for 300ms
+close      c1 (EOF)
+`)
+	want := `sequenceDiagram
+    participant c1
+    participant server
+    Note over server: select read=[listener] write=[] except=[]
+    c1->>server: send a,bno.⏎
+    server-->>c1: 4 of 4 bytes
+    Note over c1: nothing for 300ms
+    server--xc1: close (EOF)
+`
+	if d := tracing.Diff(want, got); d != "" {
+		t.Fatalf("mermaid (-want +got):\n%s", d)
+	}
+}

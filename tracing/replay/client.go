@@ -157,6 +157,9 @@ func (c *Client) Expect(want []byte, within time.Duration) error {
 		if n == 0 {
 			return fmt.Errorf("%s expected %s within %v, got %s", c.Name, short(want), within, short(c.Got[start:]))
 		}
+		if got := c.Got[start:]; !bytes.HasPrefix(want, got) {
+			break // wrong already: no need to wait for the rest
+		}
 	}
 	if got := c.Got[start:]; !bytes.Equal(got, want) {
 		return fmt.Errorf("%s expected %s, got %s", c.Name, short(want), short(got))

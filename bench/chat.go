@@ -5,7 +5,7 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"os"
+	"io"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -63,6 +63,7 @@ func chatOnce(p program, load chatLoad) (chatRun, error) {
 	}
 	ms := make([]*member, load.members)
 	defer func() {
+		srv.stop() // first, as in echoOnce
 		for _, m := range ms {
 			if m != nil {
 				unix.Close(m.fd)
@@ -321,7 +322,7 @@ func waitConnected(fd int) error {
 }
 
 // runChat measures the fan-out on every chat room, a fresh server each time.
-func runChat(cfg config, res *results, progs []program, log *os.File) error {
+func runChat(cfg config, res *results, progs []program, log io.Writer) error {
 	for rep := range cfg.chatReps {
 		for _, p := range turn(progs, rep) {
 			run, err := chatOnce(p, cfg.chat)

@@ -15,6 +15,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -31,7 +32,7 @@ type config struct {
 	name       string
 	reps       int           // repetitions of every measurement
 	warm       time.Duration // traffic before a measurement window starts
-	window     time.Duration // a measurement window: long beside the 10 ms tick of /proc's CPU times
+	window     time.Duration // a measurement window
 	echoConns  []int
 	echoSizes  []int
 	scanActive int   // ping-pong connections during the scan
@@ -43,11 +44,11 @@ type config struct {
 }
 
 var full = config{
-	name: "full", reps: 5, warm: 300 * time.Millisecond, window: 2 * time.Second,
+	name: "full", reps: 7, warm: 200 * time.Millisecond, window: time.Second,
 	echoConns: []int{1, 64, 1000}, echoSizes: []int{64, 4096},
-	scanActive: 4, scanIdle: []int{0, 100, 500, 1000, 5000, 10000}, scanReps: 3,
+	scanActive: 4, scanIdle: []int{0, 100, 500, 1000, 5000, 10000}, scanReps: 5,
 	chat:     chatLoad{members: 100, senders: 10, lines: 2000, window: 32},
-	chatReps: 5, traceReps: 7,
+	chatReps: 7, traceReps: 15,
 }
 
 // smoke runs every workload at a small size; 1100 idle connections are enough to see select refuse.
@@ -134,7 +135,7 @@ type chatCell struct {
 }
 
 // runSuite builds the servers and runs every workload, writing progress to log.
-func runSuite(cfg config, log *os.File) (*results, error) {
+func runSuite(cfg config, log io.Writer) (*results, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return nil, err
@@ -239,7 +240,7 @@ func turn(progs []program, rep int) []program {
 }
 
 // runEcho measures ping-pong at every connection count and message size, each run on a fresh server.
-func runEcho(cfg config, res *results, progs []program, log *os.File) error {
+func runEcho(cfg config, res *results, progs []program, log io.Writer) error {
 	for rep := range cfg.reps {
 		for _, conns := range cfg.echoConns {
 			for _, size := range cfg.echoSizes {
@@ -282,12 +283,14 @@ func echoOnce(p program, conns, size int, warm, window time.Duration) (echoRun, 
 	if err != nil {
 		return echoRun{}, "", err
 	}
-	defer srv.stop()
-	o, err := open(srv.addr, conns)
+	var o openResult
+	// Stop the server first: then its side of each connection closes first and keeps the TIME_WAIT,
+	// and the generator's ephemeral ports are free again at once.
+	defer func() { srv.stop(); closeAll(o.held) }()
+	o, err = open(srv.addr, conns)
 	if err != nil {
 		return echoRun{}, "", err
 	}
-	defer closeAll(o.held)
 	if o.refused > 0 {
 		return echoRun{}, fmt.Sprintf("refused %d of %d connections", o.refused, conns), nil
 	}
@@ -297,8 +300,9 @@ func echoOnce(p program, conns, size int, warm, window time.Duration) (echoRun, 
 
 // runScan holds more and more idle connections while a few active ones ping-pong, on one server per
 // repetition: the cost of a message should not depend on how many clients are doing nothing, and for
-// select it does. It also reads the server's RSS as the idle connections arrive.
-func runScan(cfg config, res *results, progs []program, log *os.File) error {
+// select it does. After each window it reads the server's RSS: the growth from the window with no idle
+// connection, divided by their number, is the memory an idle connection costs.
+func runScan(cfg config, res *results, progs []program, log io.Writer) error {
 	for rep := range cfg.scanReps {
 		for _, p := range turn(progs, rep) {
 			if res.scan[p.name] == nil {
@@ -312,26 +316,22 @@ func runScan(cfg config, res *results, progs []program, log *os.File) error {
 	return nil
 }
 
-func scanOnce(cfg config, p program, cells map[int]*scanCell, log *os.File) error {
+func scanOnce(cfg config, p program, cells map[int]*scanCell, log io.Writer) error {
 	srv, err := start(p)
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
-	active, err := open(srv.addr, cfg.scanActive)
+	var active openResult
+	var idle []int
+	defer func() { srv.stop(); closeAll(active.held); closeAll(idle) }() // server first, as in echoOnce
+	active, err = open(srv.addr, cfg.scanActive)
 	if err != nil {
 		return err
 	}
-	defer closeAll(active.held)
 	if active.refused > 0 {
 		return fmt.Errorf("refused %d of the %d active connections", active.refused, cfg.scanActive)
 	}
-	rss0, err := srv.rss()
-	if err != nil {
-		return err
-	}
-	var idle []int
-	defer func() { closeAll(idle) }()
+	var rss0 int64 // after the first window, with no idle connections: the runtime has warmed up
 	for _, level := range cfg.scanIdle {
 		cell := cells[level]
 		if cell == nil {
@@ -349,16 +349,18 @@ func scanOnce(cfg config, p program, cells map[int]*scanCell, log *os.File) erro
 			fmt.Fprintf(log, "scan %-20s %5d idle: refused %d (%q)\n", p.name, level, cell.refused, o.said)
 			return nil
 		}
+		run, err := pingPong(active.held, 64, cfg.warm, cfg.window, srv)
+		if err != nil {
+			return fmt.Errorf("%d idle: %w", level, err)
+		}
 		rss, err := srv.rss()
 		if err != nil {
 			return err
 		}
-		if level > 0 {
+		if level == 0 {
+			rss0 = rss
+		} else if rss0 > 0 {
 			cell.rssPerConn = append(cell.rssPerConn, float64(rss-rss0)/float64(level))
-		}
-		run, err := pingPong(active.held, 64, cfg.warm, cfg.window, srv)
-		if err != nil {
-			return fmt.Errorf("%d idle: %w", level, err)
 		}
 		cell.held = level
 		cell.cpu = append(cell.cpu, run.cpuPerMsg())
@@ -375,7 +377,7 @@ var tracingSubjects = []string{"step05 epoll LT", "step03 select", "step02 selec
 
 // runTracing runs one step with -trace=false against the same step built with tracing compiled out
 // (noop.go), at 64 connections × 64 B, where the loop does the most trace calls per byte.
-func runTracing(cfg config, res *results, root, dir string, progs []program, log *os.File) error {
+func runTracing(cfg config, res *results, root, dir string, progs []program, log io.Writer) error {
 	var off program
 	for _, name := range tracingSubjects {
 		if i := slices.IndexFunc(progs, func(p program) bool { return p.name == name }); i >= 0 {

@@ -29,8 +29,8 @@ func report(res *results) string {
 	p("Servers are the lab's steps and two **baselines**, `bench/baseline/echo` and `bench/baseline/chat`: what a Go programmer would write instead, ")
 	p("a goroutine per connection with the `net` package (whose runtime poller uses epoll underneath).\n\n")
 	p("- **msg/s** and round trip (**p50**, **p99**) depend on the load generator as much as on the server: on a 2-core machine both share the CPUs.\n")
-	p("- **CPU/msg** is the server's own CPU time (user + system, all threads, from `/proc/PID/stat`) divided by the messages it answered: ")
-	p("the figure to compare servers by. `/proc` counts in 10 ms ticks; each window lasts %v, so a tick is under 1%% of a busy server's time.\n", cfg.window)
+	p("- **CPU/msg** is the server's own CPU time in the window (user + system, all threads) divided by the messages it answered: ")
+	p("the figure to compare servers by. It is read from `/proc/PID/task/*/schedstat`, in nanoseconds; `/proc/PID/stat` has the same total in 10 ms ticks, too coarse for a %v window.\n", cfg.window)
 	p("- Every echoed byte is compared with what was sent (each connection has its own byte pattern and a sequence number), and every chat line is checked: right sender, in order, none missing, none twice. A run that fails a check stops the bench; it is never averaged in.\n\n")
 	if len(res.missing) > 0 {
 		p("**Not measured:** %s (not in this checkout yet).\n\n", code(res.missing))
@@ -101,7 +101,7 @@ func report(res *results) string {
 
 	// Memory.
 	p("## Idle memory\n\n")
-	p("Growth of the server's resident set (VmRSS, `/proc/PID/status`) from before the idle connections to after, divided by their number. ")
+	p("From the scan: growth of the server's resident set (VmRSS, `/proc/PID/status`) from the window with no idle connection to the window with the most, divided by their number. ")
 	p("It counts the server's own memory (stacks, buffers, per-client state), not the kernel's socket buffers.\n\n")
 	p("| server | idle held | RSS growth per idle connection, bytes |\n|---|---:|---:|\n")
 	for _, name := range res.echoNames {

@@ -146,7 +146,7 @@ func (c *child) alive() error {
 	}
 }
 
-// stop kills the server and waits for it to go.
+// stop kills the server and waits for it to go. Stopping a stopped server does nothing.
 func (c *child) stop() {
 	c.cmd.Process.Signal(syscall.SIGKILL)
 	<-c.done
@@ -155,10 +155,40 @@ func (c *child) stop() {
 // clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100 on every Linux the lab runs on.
 const clockTick = 10 * time.Millisecond
 
-// cpu is the CPU time the server has used so far, user plus system, all threads: fields 14 and 15 of
-// /proc/PID/stat. The resolution is one tick (10 ms), so a measurement window must be long enough for a
-// tick to be small beside it.
+// cpu is the CPU time the server has used so far, user plus system, all threads. It is the sum of the
+// first field of /proc/PID/task/TID/schedstat, the scheduler's own count in nanoseconds; utime+stime
+// in /proc/PID/stat is the same total rounded down to 10 ms ticks, too coarse for a window of a second.
+// (A thread that exits takes its time with it; the servers' threads live as long as they do.)
 func (c *child) cpu() (time.Duration, error) {
+	pid := c.cmd.Process.Pid
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	var total time.Duration
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if errors.Is(err, os.ErrNotExist) {
+			continue // the thread has just exited
+		}
+		if err != nil {
+			return c.cpuTicks() // no schedstat in this kernel
+		}
+		f := strings.Fields(string(data))
+		if len(f) == 0 {
+			return 0, fmt.Errorf("/proc/%d/task/%s/schedstat is empty", pid, t.Name())
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/task/%s/schedstat: %v", pid, t.Name(), err)
+		}
+		total += time.Duration(ns)
+	}
+	return total, nil
+}
+
+// cpuTicks is the server's CPU time from fields 14 and 15 of /proc/PID/stat (utime, stime), in ticks.
+func (c *child) cpuTicks() (time.Duration, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
 	if err != nil {
 		return 0, err

@@ -29,7 +29,8 @@ func TestSeedScenario(t *testing.T) {
 
 // The lesson of this step, checked: on the seed's steps, step03's transcript differs from step02's
 // only in the lines about the write list (select and ready lines that now name a client under write=,
-// and queue/unqueue lines). Every read, write, accept and close is the same.
+// and queue/unqueue lines). Every read, write, accept and close is the same. The diff itself is kept
+// in testdata/seed-vs-step02.diff for the lesson to quote.
 func TestSeedDiffFromStep02IsOnlyTheWriteList(t *testing.T) {
 	mine, err := os.ReadFile(filepath.Join("scenarios", "seed.txt"))
 	if err != nil {
@@ -44,6 +45,8 @@ func TestSeedDiffFromStep02IsOnlyTheWriteList(t *testing.T) {
 	}
 	before := tracetest.Replay(t, "../step02-select-echo", "scenarios/seed.txt").Transcript
 	after := tracetest.Replay(t, ".", "scenarios/seed.txt").Transcript
+	script := editScript(tracing.Lines(before), tracing.Lines(after))
+	tracetest.Compare(t, filepath.Join("testdata", "seed-vs-step02.diff"), render(script))
 	removed, added := lineDiff(tracing.Lines(before), tracing.Lines(after))
 	if len(added) == 0 {
 		t.Fatal("step03 traces the seed exactly as step02 does: the write list does not show")
@@ -58,6 +61,23 @@ func TestSeedDiffFromStep02IsOnlyTheWriteList(t *testing.T) {
 		}
 	}
 	t.Logf("step02 -> step03 on the seed: %d lines added, all about the write list", len(added))
+}
+
+// The lesson's code diff, kept in testdata/step02-to-step03.diff (quoted in docs/03-write-queues.md)
+// and checked against both programs, so that the page cannot show a stale diff: after a change to
+// either main.go, go test -update rewrites it.
+func TestCodeDiffFromStep02(t *testing.T) {
+	old, err := os.ReadFile(filepath.Join("..", "step02-select-echo", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := os.ReadFile("main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := editScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
+	diff := unified("step02-select-echo/main.go", "step03-write-queues/main.go", script, 3)
+	tracetest.Compare(t, filepath.Join("testdata", "step02-to-step03.diff"), diff)
 }
 
 // Half-close with output pending: after c1's FIN the server stops reading c1 but finishes the echo,
@@ -293,6 +313,76 @@ func TestB9_ResetDropsTheQueueAndEveryList(t *testing.T) {
 	}
 }
 
+// B19, kept from step02: a client whose fd would be 1024 or more cannot be watched by select. It is
+// refused with a message and closed, and everyone else is still served. (The socket is nonblocking
+// now; the message is short enough to fit in an empty send buffer.)
+func TestB19_ClientsPastFDSetSizeAreRefusedOthersServed(t *testing.T) {
+	const clients = 1040
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Max < 2*clients+64 {
+		t.Skipf("RLIMIT_NOFILE hard limit %d: too low to open %d connections", lim.Max, clients)
+	}
+	// Raise the soft limit for this process and, because children inherit it, for the server.
+	lim.Cur = lim.Max
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	s := tracetest.Open(t, ".")
+	var conns []*replay.Client
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	refused := 0
+	for i := 1; i <= clients; i++ {
+		c, err := replay.Dial(fmt.Sprintf("c%d", i), s.Server().Addr, 0)
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		// One round trip each, so that the server has accepted this client before the next connects.
+		if err := c.Send([]byte("ping\n"), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		line, err := c.ReadLine(10 * time.Second)
+		switch {
+		case err != nil:
+			t.Fatalf("client %d: %v", i, err)
+		case strings.HasPrefix(line, "server full"):
+			refused++
+			// Closed with our ping unread, the kernel sends RST rather than FIN: either ends it.
+			if _, err := c.ReadLine(10 * time.Second); err != replay.ErrClosed && err != replay.ErrReset {
+				t.Fatalf("client %d was refused but not closed: %v", i, err)
+			}
+		case line != "ping\n":
+			t.Fatalf("client %d got %q, want its echo", i, line)
+		case refused > 0:
+			t.Fatalf("client %d was served after an earlier one was refused: no fd was freed", i)
+		}
+	}
+	if refused == 0 {
+		t.Fatalf("all %d clients were served: no fd reached FD_SETSIZE, so the test proved nothing", clients)
+	}
+	for _, c := range conns[:10] {
+		if err := c.Send([]byte("still there?\n"), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Expect([]byte("still there?\n"), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Server().Settle(0, false, replay.SettleWithin); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(s.Server().Trace(), "(refused: fd past FD_SETSIZE)\n"); n != refused {
+		t.Fatalf("the trace names %d refusals, the clients saw %d", n, refused)
+	}
+}
+
 // Bad flags get one clear line and exit status 2.
 func TestWatermarkFlagsAreChecked(t *testing.T) {
 	out, err := exec.Command(tracetest.Binary(t, "."), "-highwater", "1000", "-lowwater", "2000").CombinedOutput()
@@ -364,9 +454,14 @@ func atoi(s string) int {
 	return n
 }
 
-// lineDiff compares two traces line by line (a longest common subsequence) and returns the lines only
-// in a and the lines only in b.
-func lineDiff(a, b []string) (onlyA, onlyB []string) {
+// An edit is one line of a diff: ' ' in both, '-' only in the old text, '+' only in the new.
+type edit struct {
+	op   byte
+	line string
+}
+
+// editScript turns a into b with the fewest deletions and insertions (a longest common subsequence).
+func editScript(a, b []string) []edit {
 	// common[i][j] is the length of the longest common subsequence of a[i:] and b[j:].
 	common := make([][]int, len(a)+1)
 	for i := range common {
@@ -381,18 +476,91 @@ func lineDiff(a, b []string) (onlyA, onlyB []string) {
 			}
 		}
 	}
+	var script []edit
 	i, j := 0, 0
-	for i < len(a) && j < len(b) {
+	for i < len(a) || j < len(b) {
 		switch {
-		case a[i] == b[j]:
+		case i < len(a) && j < len(b) && a[i] == b[j]:
+			script = append(script, edit{' ', a[i]})
 			i, j = i+1, j+1
-		case common[i+1][j] >= common[i][j+1]:
-			onlyA, i = append(onlyA, a[i]), i+1
+		case j == len(b) || i < len(a) && common[i+1][j] >= common[i][j+1]:
+			script = append(script, edit{'-', a[i]})
+			i++
 		default:
-			onlyB, j = append(onlyB, b[j]), j+1
+			script = append(script, edit{'+', b[j]})
+			j++
 		}
 	}
-	return append(onlyA, a[i:]...), append(onlyB, b[j:]...)
+	return script
+}
+
+// lineDiff returns the lines only in a and the lines only in b.
+func lineDiff(a, b []string) (onlyA, onlyB []string) {
+	for _, e := range editScript(a, b) {
+		switch e.op {
+		case '-':
+			onlyA = append(onlyA, e.line)
+		case '+':
+			onlyB = append(onlyB, e.line)
+		}
+	}
+	return onlyA, onlyB
+}
+
+// render writes a whole edit script, one line per line of either text, prefixed by its op.
+func render(script []edit) string {
+	var b strings.Builder
+	for _, e := range script {
+		b.WriteString(strings.TrimRight(string(e.op)+" "+e.line, " ") + "\n")
+	}
+	return b.String()
+}
+
+// unified renders the edit script as a unified diff (diff -u) with context lines around each change.
+func unified(nameA, nameB string, script []edit, context int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "--- %s\n+++ %s\n", nameA, nameB)
+	// lineA[k] and lineB[k] are the 1-based line numbers reached before script[k].
+	lineA, lineB := make([]int, len(script)+1), make([]int, len(script)+1)
+	lineA[0], lineB[0] = 1, 1
+	for k, e := range script {
+		lineA[k+1], lineB[k+1] = lineA[k], lineB[k]
+		if e.op != '+' {
+			lineA[k+1]++
+		}
+		if e.op != '-' {
+			lineB[k+1]++
+		}
+	}
+	for k := 0; k < len(script); {
+		if script[k].op == ' ' {
+			k++
+			continue
+		}
+		// A hunk: from context lines before this change to context lines after the last change that
+		// is less than 2*context unchanged lines away.
+		start, end := max(0, k-context), k
+		for end < len(script) {
+			next := end
+			for next < len(script) && script[next].op == ' ' {
+				next++
+			}
+			if next == len(script) || next-end > 2*context {
+				break
+			}
+			for next < len(script) && script[next].op != ' ' {
+				next++
+			}
+			end = next
+		}
+		end = min(len(script), end+context)
+		fmt.Fprintf(&b, "@@ -%d,%d +%d,%d @@\n", lineA[start], lineA[end]-lineA[start], lineB[start], lineB[end]-lineB[start])
+		for _, e := range script[start:end] {
+			b.WriteString(strings.TrimRight(string(e.op)+e.line, " ") + "\n")
+		}
+		k = end
+	}
+	return b.String()
 }
 
 // waitStopped waits until every thread of process pid is stopped (state T), for at most 10 s.

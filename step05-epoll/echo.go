@@ -1,0 +1,110 @@
+//go:build linux
+
+package main
+
+// The echo service of step03, on the epoll loop. The handlers are step03's, line for line, but for one:
+// a read that returns EAGAIN says so (c.drained), because an edge-triggered loop reads until then.
+
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+
+	"muxlab/tracing"
+)
+
+// echo reads what c sent and queues it, to be written back when c is writable (see flush). It reports
+// false when c is finished.
+func echo(c *conn, buf []byte, high int, tr *tracing.Recorder) bool {
+	n, err := unix.Read(c.fd, buf)
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		tr.Again(c.fd, "read") // nothing after all: epoll will say when there is
+		c.drained = true
+		return true
+	case errors.Is(err, unix.ECONNRESET):
+		tr.Error(c.fd, "read", err)
+		drop(c, tr)
+		tr.Close(c.fd, "reset")
+		return false
+	case err != nil:
+		tr.Error(c.fd, "read", err)
+		drop(c, tr)
+		tr.Close(c.fd, "error")
+		return false
+	case n == 0:
+		// B1: a read of 0 bytes is EOF. The seed ignored it, and select reported the socket readable forever.
+		tr.ReadEOF(c.fd)
+		if c.pending() == 0 {
+			tr.Close(c.fd, "EOF")
+			return false
+		}
+		// FIN ends what the client sends, not what it reads (it may have half-closed): finish the echo.
+		c.eof = true
+		tr.Event("finish", c.fd, "%d bytes still to send, then close", c.pending())
+		return true
+	}
+	tr.Read(c.fd, buf[:n])
+	// B5: append to the queue this client has, never start a new one. Bytes already sent are dropped
+	// first, so the queue holds only what is pending.
+	c.out = append(c.out[:0], c.out[c.sent:]...)
+	c.sent = 0
+	c.out = append(c.out, buf[:n]...)
+	tr.Event("queue", c.fd, "+%d bytes, %d pending", n, c.pending())
+	if c.pending() >= high {
+		// Backpressure: reading more would only grow the queue. The client's bytes wait in the kernel,
+		// and once its buffers fill, the client's own writes block: it slows down to the pace it reads at.
+		c.paused = true
+		tr.Event("pause", c.fd, "reading: %d pending >= high-water %d", c.pending(), high)
+	}
+	return true
+}
+
+// flush writes c's queue from the cursor on, until the queue is empty or the socket is full: epoll
+// said c is writable, so the first write takes something (B6); each write may take less than it was
+// given, and the rest stays queued, in order, for the next time c is writable (B7). It reports false
+// when c is finished.
+func flush(c *conn, low int, tr *tracing.Recorder) bool {
+	before := c.pending()
+	for c.pending() > 0 {
+		n, err := unix.Write(c.fd, c.out[c.sent:])
+		if errors.Is(err, unix.EAGAIN) {
+			tr.Again(c.fd, "write") // the socket's buffer is full: wait in epoll_wait until it has room
+			break
+		}
+		if err != nil {
+			// ECONNRESET or EPIPE: the client reset the connection, nobody will read the rest (B9).
+			tr.Error(c.fd, "write", err)
+			drop(c, tr)
+			reason := "error"
+			if errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
+				reason = "reset"
+			}
+			tr.Close(c.fd, reason)
+			return false
+		}
+		tr.Write(c.fd, n, c.pending())
+		c.sent += n
+	}
+	tr.Event("unqueue", c.fd, "-%d bytes, %d pending", before-c.pending(), c.pending())
+	if c.pending() == 0 {
+		c.out, c.sent = nil, 0 // an idle client holds no buffer
+	}
+	if c.paused && c.pending() < low {
+		c.paused = false
+		tr.Event("resume", c.fd, "reading: %d pending < low-water %d", c.pending(), low)
+	}
+	if c.eof && c.pending() == 0 {
+		tr.Close(c.fd, "EOF")
+		return false
+	}
+	return true
+}
+
+// drop throws away what c still had to receive: c is going away.
+func drop(c *conn, tr *tracing.Recorder) {
+	if c.pending() > 0 {
+		tr.Event("drop", c.fd, "%d pending bytes", c.pending())
+	}
+	c.out, c.sent = nil, 0
+}

@@ -60,7 +60,8 @@ type Session struct {
 	srv   *Server
 	res   *Result
 	out   strings.Builder
-	shown int // trace bytes already copied into the transcript
+	saw   strings.Builder // "<<" lines waiting for the server's lines that come before them
+	shown int             // trace bytes already copied into the transcript
 }
 
 // Open starts the server and waits until it is idle in its first wait.
@@ -129,15 +130,17 @@ func (p *Session) Play(sc *scenario.Scenario) error {
 		}
 		p.flushTrace()
 		from := p.lineCount()
-		if err := p.act(st); err != nil {
-			p.flushTrace()
-			return fmt.Errorf("%s:%d: %s: %v", sc.Name, st.Line, st, err)
+		err := p.act(st)
+		if err == nil {
+			err = p.srv.Settle(from, st.ReachesServer() && !st.Unnoticed, SettleWithin)
 		}
-		if st.ReachesServer() {
-			if err := p.srv.Settle(from, !st.Unnoticed, SettleWithin); err != nil {
-				p.flushTrace()
-				return fmt.Errorf("%s:%d: after %s: %v", sc.Name, st.Line, st, err)
-			}
+		p.flushTrace()
+		if err == nil { // a failed expectation is reported by the error, not as something received
+			p.out.WriteString(p.saw.String())
+		}
+		p.saw.Reset()
+		if err != nil {
+			return fmt.Errorf("%s:%d: %s: %v", sc.Name, st.Line, st, err)
 		}
 	}
 	return nil
@@ -156,7 +159,15 @@ func (p *Session) client(st scenario.Step) (*Client, error) {
 
 // act carries out one step and writes its transcript line.
 func (p *Session) act(st scenario.Step) error {
-	say := func(dir, what string) { fmt.Fprintf(&p.out, "%s %s %s\n", dir, st.Client, what) }
+	// What a client did goes into the transcript at once; what it received waits in p.saw until the
+	// server has settled, so that it follows the server lines that led to it.
+	say := func(dir, what string) {
+		w := &p.out
+		if dir == "<<" {
+			w = &p.saw
+		}
+		fmt.Fprintf(w, "%s %s %s\n", dir, st.Client, what)
+	}
 	switch st.Verb {
 	case "connect":
 		if p.res.byName[st.Client] != nil {
@@ -185,7 +196,7 @@ func (p *Session) act(st scenario.Step) error {
 		if code != st.Count {
 			return fmt.Errorf("server exited with status %d, want %d\n%s", code, st.Count, p.srv.Stderr())
 		}
-		fmt.Fprintf(&p.out, "<< server exit %d\n", code)
+		fmt.Fprintf(&p.saw, "<< server exit %d\n", code)
 		return nil
 	}
 	c, err := p.client(st)

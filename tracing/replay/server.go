@@ -15,6 +15,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -321,11 +323,46 @@ func (l *lineLog) waitFor(re *regexp.Regexp, exited <-chan struct{}, within time
 // OpenFDs counts the server's open file descriptors (from /proc/PID/fd; -1 where there is no /proc).
 // A test compares it before and after a client comes and goes: a leak shows as a difference.
 func (s *Server) OpenFDs() int {
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.Pid()))
-	if err != nil {
+	fds := s.FDs()
+	if fds == nil {
 		return -1
 	}
 	return len(fds)
+}
+
+// FDs returns the numbers of the server's open file descriptors, in increasing order (nil where there
+// is no /proc).
+func (s *Server) FDs() []int {
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.Pid()))
+	if err != nil {
+		return nil
+	}
+	fds := []int{}
+	for _, e := range entries {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			fds = append(fds, n)
+		}
+	}
+	slices.Sort(fds)
+	return fds
+}
+
+// LimitFDs lowers the server's RLIMIT_NOFILE (soft and hard, so that it cannot raise it again) to leave
+// exactly free more fds below the limit: the next accept after those fails with EMFILE.
+func (s *Server) LimitFDs(free int) error {
+	fds := s.FDs()
+	if fds == nil {
+		return fmt.Errorf("no /proc to count the server's fds")
+	}
+	limit, used := 0, 0 // used: how many open fds are below limit
+	for limit-used < free {
+		if slices.Contains(fds, limit) {
+			used++
+		}
+		limit++
+	}
+	lim := unix.Rlimit{Cur: uint64(limit), Max: uint64(limit)}
+	return unix.Prlimit(s.Pid(), unix.RLIMIT_NOFILE, &lim, nil)
 }
 
 // CPUTime is the CPU time the server has used so far, user plus system (from /proc/PID/stat, in clock

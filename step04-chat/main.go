@@ -26,8 +26,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"time"
 
 	_ "embed"
 
@@ -40,6 +42,9 @@ import (
 // fdSetSize is FD_SETSIZE: an FdSet has one bit for each fd from 0 to 1023 (on Linux and macOS).
 const fdSetSize = 1024
 
+// shutdownGrace bounds how long a stopping server keeps sending what clients still have queued.
+const shutdownGrace = 2 * time.Second
+
 //go:embed scenarios/room.txt
 var roomScenario string
 
@@ -49,7 +54,7 @@ func main() {
 	fds := flag.Bool("fds", false, "show fd numbers in the trace (they change from run to run)")
 	sndbuf := flag.Int("sndbuf", 0, "if set, SO_SNDBUF for each client socket: small values show a slow reader sooner")
 	maxLine := flag.Int("maxline", 1024, "longest line a member may send, in bytes; longer ones are refused")
-	maxQueue := flag.Int("maxqueue", 64<<10, "a member with this many bytes waiting to be sent to it is too slow, and is put out")
+	maxQueue := flag.Int("maxqueue", 64<<10, "a member whose socket is full with this many bytes still queued is too slow, and is put out")
 	demo := flag.Bool("demo", false, "play three members chatting against this program and show the trace")
 	flag.Parse()
 	if *demo {
@@ -71,9 +76,14 @@ func main() {
 	}
 	fmt.Fprintf(os.Stderr, "step04-chat: listening on %s (try: go run ./step04-chat/client -addr %s)\n", bound, bound)
 	tr.Listen(ln)
+	sig, err := signalPipe()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "step04-chat: %v\n", err)
+		os.Exit(1)
+	}
+	tr.Name(sig, "signals")
 	rm := &room{maxLine: *maxLine, maxQueue: *maxQueue, tr: tr}
-	if err := serve(ln, *sndbuf, rm); err != nil {
-		unix.Close(ln) // B16: the seed's listener was never closed
+	if err := serve(ln, sig, *sndbuf, rm); err != nil {
 		fmt.Fprintf(os.Stderr, "step04-chat: %v\n", err)
 		os.Exit(1)
 	}
@@ -116,6 +126,28 @@ func listen(addr string) (fd int, bound netip.AddrPort, err error) {
 	return fd, bound, nil
 }
 
+// signalPipe returns the read end of a pipe that receives one byte for each SIGINT or SIGTERM: the
+// self-pipe trick. A loop asleep in select cannot wait on a Go channel, so os/signal's goroutine turns
+// each signal into a byte on a pipe, and the loop watches the pipe like any socket.
+func signalPipe() (int, error) {
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		return -1, fmt.Errorf("pipe: %w", err)
+	}
+	for _, fd := range p {
+		unix.CloseOnExec(fd)
+		unix.SetNonblock(fd, true)
+	}
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, unix.SIGINT, unix.SIGTERM)
+	go func() {
+		for sig := range signals {
+			unix.Write(p[1], []byte{byte(sig.(unix.Signal))})
+		}
+	}()
+	return p[0], nil
+}
+
 // conn is one client: its socket, its name in the room, the line it is sending, and the bytes the
 // room has for it that have not been written yet.
 type conn struct {
@@ -132,6 +164,9 @@ type conn struct {
 // pending is how many queued bytes still have to be written.
 func (c *conn) pending() int { return len(c.out) - c.sent }
 
+// busy reports whether c still has something to send.
+func (c *conn) busy() bool { return c.pending() > 0 }
+
 // room is what the loop shares between clients, which an echo server never needed: who is here, and
 // the limits that keep one member from costing the others.
 type room struct {
@@ -142,15 +177,34 @@ type room struct {
 	tr       *tracing.Recorder
 }
 
-// serve is the event loop: ask select which sockets are ready, handle exactly those, repeat.
-func serve(ln, sndbuf int, rm *room) error {
+// serve is the event loop: ask select which sockets are ready, handle exactly those, repeat. It
+// returns when a signal has stopped it and every client is closed.
+func serve(ln, sig, sndbuf int, rm *room) error {
 	tr := rm.tr
 	buf := make([]byte, 64<<10) // one buffer for every read: what must outlive the read is queued
+	spare, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the spare fd: %w", err)
+	}
+	var stopBy time.Time // when stopping: the moment to give up on sending what is queued
 	for {
+		if !stopBy.IsZero() && (time.Now().After(stopBy) || !slices.ContainsFunc(rm.clients, (*conn).busy)) {
+			for _, c := range rm.clients {
+				drop(c, tr)
+				unix.Close(c.fd)
+				tr.Close(c.fd, "shutdown")
+			}
+			unix.Close(sig)
+			unix.Close(spare)
+			return nil
+		}
 		// Rebuild the sets every turn: select overwrites them with the result.
-		reading, writing, top := []int{ln}, []int{}, ln
+		reading, writing, top := []int{ln, sig}, []int{}, max(ln, sig)
+		if !stopBy.IsZero() {
+			reading = nil // stopping: nothing more is read or accepted, only what is queued is sent
+		}
 		for _, c := range rm.clients {
-			if !c.left {
+			if !c.left && stopBy.IsZero() {
 				reading = append(reading, c.fd)
 			}
 			if c.pending() > 0 {
@@ -166,7 +220,7 @@ func serve(ln, sndbuf int, rm *room) error {
 			writable.Set(fd)
 		}
 		tr.Select(reading, writing, nil)
-		if err := selectReady(top+1, &readable, &writable); err != nil {
+		if err := selectReady(top+1, &readable, &writable, stopBy); err != nil {
 			return fmt.Errorf("select: %w", err)
 		}
 		tr.Selected(ready(reading, &readable), ready(writing, &writable), nil)
@@ -189,13 +243,23 @@ func serve(ln, sndbuf int, rm *room) error {
 			}
 		}
 		// A new client has sent nothing yet: it joins the lists on the next turn.
-		if readable.IsSet(ln) {
-			if c, ok := accept(ln, sndbuf, tr); ok {
+		if stopBy.IsZero() && readable.IsSet(ln) {
+			if c, ok := accept(ln, &spare, sndbuf, tr); ok {
 				rm.join(c)
 			}
 		}
 		rm.putOutSlow()
 		rm.clients = slices.DeleteFunc(rm.clients, func(c *conn) bool { return c.fd < 0 })
+		if stopBy.IsZero() && readable.IsSet(sig) {
+			var b [1]byte
+			unix.Read(sig, b[:])
+			tr.Note("signal", "%s: stop accepting, send what is queued (at most %v), then exit", unix.SignalName(unix.Signal(b[0])), shutdownGrace)
+			unix.Close(ln)
+			tr.Close(ln, "shutdown")
+			stopBy = time.Now().Add(shutdownGrace)
+			rm.broadcast(nil, "* the server is stopping")
+			rm.traceQueued()
+		}
 	}
 }
 
@@ -210,13 +274,19 @@ func ready(watched []int, set *unix.FdSet) []int {
 	return fds
 }
 
-// selectReady waits, with no timeout, until a socket in read is readable or one in write is writable.
-// select returns EINTR when a signal arrives (the Go runtime sends them to preempt goroutines): then it
-// asks again, with the original sets, because the kernel may have written into them.
-func selectReady(nfd int, read, write *unix.FdSet) error {
+// selectReady waits until a socket in read is readable or one in write is writable, with no timeout,
+// or until deadline if it is set (when stopping). select returns EINTR when a signal arrives (the Go
+// runtime sends them to preempt goroutines): then it asks again, with the original sets, because the
+// kernel may have written into them, and with what is left of the time.
+func selectReady(nfd int, read, write *unix.FdSet, deadline time.Time) error {
 	askedRead, askedWrite := *read, *write
 	for {
-		_, err := unix.Select(nfd, read, write, nil, nil)
+		var timeout *unix.Timeval
+		if !deadline.IsZero() {
+			tv := unix.NsecToTimeval(max(time.Until(deadline), 0).Nanoseconds())
+			timeout = &tv
+		}
+		_, err := unix.Select(nfd, read, write, nil, timeout)
 		if err != unix.EINTR {
 			return err
 		}
@@ -228,10 +298,25 @@ func selectReady(nfd int, read, write *unix.FdSet) error {
 const roomFull = "* the room is full: this server uses select, which cannot watch more than 1024 fds\n"
 
 // accept takes one client from the listener. Its socket is nonblocking: see flush.
-func accept(ln, sndbuf int, tr *tracing.Recorder) (*conn, bool) {
+func accept(ln int, spare *int, sndbuf int, tr *tracing.Recorder) (*conn, bool) {
 	fd, _, err := unix.Accept(ln)
 	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ECONNABORTED) {
 		tr.Again(ln, "accept") // the client left before we got to it
+		return nil, false
+	}
+	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+		// Out of fds. The client stays in the backlog, so the listener stays readable and select would
+		// return at once, forever: a busy loop. Give back the spare fd, take the client with it, tell it
+		// why, close it, and take the spare again.
+		tr.Error(ln, "accept", err)
+		unix.Close(*spare)
+		if fd, _, err = unix.Accept(ln); err == nil {
+			tr.Accept(fd)
+			unix.Write(fd, []byte("* the room is full: the server is out of file descriptors, try again later\n"))
+			unix.Close(fd)
+			tr.Close(fd, "refused: out of fds")
+		}
+		*spare, _ = unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		return nil, false
 	}
 	if err != nil {

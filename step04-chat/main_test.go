@@ -329,3 +329,21 @@ func index(lines []string, want string) int {
 	}
 	return -1
 }
+
+// SIGTERM: the server stops accepting, tells the room, sends what is queued, closes and exits 0.
+func TestStopTellsTheRoom(t *testing.T) {
+	s := tracetest.Open(t, ".")
+	tracetest.Do(t, s, fmt.Sprintf(`
+connect c1
+expect-line c1 %q
+connect c2
+expect-line c2 %q
+expect-line c1 "* guest2 joined"
+signal TERM
+expect-line c1 "* the server is stopping"
+expect-line c2 "* the server is stopping"
+expect-eof c1
+expect-eof c2
+expect-exit 0
+`, fmt.Sprintf(welcome, "guest1"), fmt.Sprintf(welcome, "guest2")))
+}

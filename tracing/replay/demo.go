@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 
+	"muxlab/tracing"
 	"muxlab/tracing/scenario"
 )
 
@@ -32,7 +32,7 @@ func Demo(w io.Writer, step, scenarioName, scenarioText string, serverArgs ...st
 		fmt.Fprint(w, res.Transcript)
 		fmt.Fprintf(w, "\nWhat each client saw:\n")
 		for _, c := range res.Clients {
-			fmt.Fprintf(w, "  %-4s %s\n", c.Name+":", strconv.Quote(string(c.Got)))
+			fmt.Fprintf(w, "  %-4s %d bytes %s\n", c.Name+":", len(c.Got), tracing.Quote(c.Got))
 		}
 	}
 	if err != nil {

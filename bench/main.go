@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -64,7 +65,19 @@ func main() {
 	smokeMode := flag.Bool("smoke", false, "run every workload briefly, check results, write no report unless -out is given")
 	out := flag.String("out", "", "write the report to this file (default: docs/performance.md, or none with -smoke)")
 	only := flag.String("servers", "", "measure only the servers whose table name matches this regexp, e.g. 'step05|baseline'")
+	flag.StringVar(&profiling.dir, "cpuprofile", "", "write a CPU profile of every server run into this directory (see profile.go); no report unless -out")
 	flag.Parse()
+	if profiling.dir != "" {
+		dir, err := filepath.Abs(profiling.dir)
+		if err == nil {
+			err = os.MkdirAll(dir, 0o755)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: -cpuprofile: %v\n", err)
+			os.Exit(2)
+		}
+		profiling.dir = dir
+	}
 	cfg := full
 	if *smokeMode {
 		cfg = smoke
@@ -83,11 +96,11 @@ func main() {
 		os.Exit(1)
 	}
 	path := *out
-	if path == "" && !*smokeMode {
+	if path == "" && !*smokeMode && profiling.dir == "" {
 		path = filepath.Join(res.root, "docs", "performance.md")
 	}
 	if path == "" {
-		fmt.Fprintln(os.Stderr, "bench: smoke run passed")
+		fmt.Fprintf(os.Stderr, "bench: %s run passed; no report written\n", cfg.name)
 		return
 	}
 	if err := os.WriteFile(path, []byte(report(res)), 0o644); err != nil {
@@ -166,7 +179,13 @@ func runSuite(cfg config, log io.Writer) (*results, error) {
 	}
 	defer os.RemoveAll(dir)
 	fmt.Fprintf(log, "bench: building %s\n", strings.Join(pkgs, " "))
-	bins, err := build(root, dir, pkgs, "")
+	var replace map[string]string
+	if profiling.dir != "" {
+		if replace, err = profileOverlay(root, dir, pkgs); err != nil {
+			return nil, err
+		}
+	}
+	bins, err := build(root, dir, pkgs, replace)
 	if err != nil {
 		return nil, err
 	}
@@ -186,15 +205,19 @@ func runSuite(cfg config, log io.Writer) (*results, error) {
 		res.chatNames = append(res.chatNames, p.name)
 	}
 
+	profiling.workload = "echo"
 	if err := runEcho(cfg, res, echoes, log); err != nil {
 		return nil, fmt.Errorf("echo: %w", err)
 	}
+	profiling.workload = "scan"
 	if err := runScan(cfg, res, echoes, log); err != nil {
 		return nil, fmt.Errorf("scan: %w", err)
 	}
+	profiling.workload = "chat"
 	if err := runChat(cfg, res, chats, log); err != nil {
 		return nil, fmt.Errorf("chat: %w", err)
 	}
+	profiling.workload = "tracing"
 	if err := runTracing(cfg, res, root, dir, echoes, log); err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
@@ -398,11 +421,18 @@ func runTracing(cfg config, res *results, root, dir string, progs []program, log
 	if err := os.Mkdir(odir, 0o755); err != nil {
 		return err
 	}
-	overlay, err := noTracingOverlay(root, odir)
+	replace, err := noTracingOverlay(root, odir)
 	if err != nil {
 		return err
 	}
-	bins, err := build(root, odir, []string{pkg}, overlay)
+	if profiling.dir != "" {
+		more, err := profileOverlay(root, odir, []string{pkg})
+		if err != nil {
+			return err
+		}
+		maps.Copy(replace, more)
+	}
+	bins, err := build(root, odir, []string{pkg}, replace)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -14,15 +13,15 @@ import (
 	"strings"
 )
 
-// noTracingOverlay writes, into dir, a go build -overlay file that compiles the tracing package with
-// its Recorder emptied: every method on Recorder, and every function that returns one (New), keeps its
+// noTracingOverlay writes, into dir, the files of a go build -overlay that compiles the tracing
+// package with its Recorder emptied, and returns the overlay's replacements: every method on Recorder, and every function that returns one (New), keeps its
 // signature and loses its body, so the compiler inlines each trace call to nothing. A step built with
 // it is that step with tracing compiled out, and its own source is untouched: the bench compares it
 // with the real build run with -trace=false, to show what "off" costs.
-func noTracingOverlay(root, dir string) (string, error) {
+func noTracingOverlay(root, dir string) (map[string]string, error) {
 	files, err := filepath.Glob(filepath.Join(root, "tracing", "*.go"))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	replace := map[string]string{}
 	for _, path := range files {
@@ -32,7 +31,7 @@ func noTracingOverlay(root, dir string) (string, error) {
 		fset := token.NewFileSet()
 		f, err := parser.ParseFile(fset, path, nil, parser.ParseComments)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		changed := false
 		for _, d := range f.Decls {
@@ -58,26 +57,21 @@ func noTracingOverlay(root, dir string) (string, error) {
 		out := filepath.Join(dir, "noop-"+filepath.Base(path))
 		w, err := os.Create(out)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		err = printer.Fprint(w, fset, f)
 		if cerr := w.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		replace[path] = out
 	}
 	if len(replace) == 0 {
-		return "", fmt.Errorf("no Recorder methods found under %s", filepath.Join(root, "tracing"))
+		return nil, fmt.Errorf("no Recorder methods found under %s", filepath.Join(root, "tracing"))
 	}
-	data, err := json.Marshal(map[string]any{"Replace": replace})
-	if err != nil {
-		return "", err
-	}
-	overlay := filepath.Join(dir, "notrace-overlay.json")
-	return overlay, os.WriteFile(overlay, data, 0o644)
+	return replace, nil
 }
 
 // isRecorder reports whether e is Recorder or *Recorder.

@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -61,10 +62,20 @@ func moduleRoot() (string, error) {
 }
 
 // build compiles pkgs (package paths such as ./step05-epoll) into dir with one go build, which builds
-// them in parallel, and returns each package's binary. overlay, if set, is a go build -overlay file.
-func build(root, dir string, pkgs []string, overlay string) (map[string]string, error) {
+// them in parallel, and returns each package's binary. replace, if not empty, is a go build -overlay:
+// it maps a file's path to the path of the text to compile in its place (or to add, if it does not
+// exist), so a variant is built without touching anyone's source.
+func build(root, dir string, pkgs []string, replace map[string]string) (map[string]string, error) {
 	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	if overlay != "" {
+	if len(replace) > 0 {
+		data, err := json.Marshal(map[string]any{"Replace": replace})
+		if err != nil {
+			return nil, err
+		}
+		overlay := filepath.Join(dir, "overlay.json")
+		if err := os.WriteFile(overlay, data, 0o644); err != nil {
+			return nil, err
+		}
 		args = append(args, "-overlay", overlay)
 	}
 	cmd := exec.Command("go", append(args, pkgs...)...)
@@ -101,6 +112,9 @@ var listening = regexp.MustCompile(`listening on (\S+)`)
 func start(p program) (*child, error) {
 	c := &child{name: p.name, stderr: &tail{}, done: make(chan struct{})}
 	c.cmd = exec.Command(p.bin, append(append([]string{}, p.args...), "-addr", "127.0.0.1:0")...)
+	if env := profileEnvFor(p.name); env != "" {
+		c.cmd.Env = append(os.Environ(), env)
+	}
 	r, err := c.cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -148,6 +162,9 @@ func (c *child) alive() error {
 
 // stop kills the server and waits for it to go. Stopping a stopped server does nothing.
 func (c *child) stop() {
+	if c.cmd.Env != nil && c.stopProfiled() {
+		return
+	}
 	c.cmd.Process.Signal(syscall.SIGKILL)
 	<-c.done
 }

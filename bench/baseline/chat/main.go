@@ -56,9 +56,16 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "baseline-chat: listening on %s\n", ln.Addr())
-	r := &room{maxLine: *maxLine, maxQueue: *maxQueue}
+	(&room{maxLine: *maxLine, maxQueue: *maxQueue}).run(ln)
+}
+
+// run accepts members until the listener fails for good.
+func (r *room) run(ln net.Listener) {
 	for {
 		c, err := ln.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
 		if err != nil {
 			// Out of fds, for example: say so, pause as net/http does so as not to spin, and keep
 			// serving the members already here.

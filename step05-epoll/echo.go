@@ -100,11 +100,3 @@ func flush(c *conn, low int, tr *tracing.Recorder) bool {
 	}
 	return true
 }
-
-// drop throws away what c still had to receive: c is going away.
-func drop(c *conn, tr *tracing.Recorder) {
-	if c.pending() > 0 {
-		tr.Event("drop", c.fd, "%d pending bytes", c.pending())
-	}
-	c.out, c.sent = nil, 0
-}

@@ -1,19 +1,19 @@
 //go:build linux
 
-// Step 05: one thread serves every client, with epoll.
+// Step 05: one thread serves every client, with epoll. The handlers stay; only the loop changes.
 //
-// The handlers stay; only the loop changes. select (steps 02 to 04) is handed every watched fd on every
-// call, in bitmaps of 1024 bits, and the kernel scans them all, however few are ready. epoll keeps the
-// watched fds in the kernel: the loop registers a socket once (epoll_ctl ADD), changes what it asks
-// only when that changes (MOD: EPOLLOUT while the client's queue holds bytes, as step03's write list),
-// and each epoll_wait returns just the ready ones. A wait costs what is ready, not what is connected,
-// and there is no FD_SETSIZE: this server takes clients past fd 1023 (B19 is gone, not worked around).
+// select (steps 02 to 04) is handed every watched fd on every call, in bitmaps of 1024 bits, and the
+// kernel scans them all, however few are ready. epoll keeps the watched fds in the kernel, in an
+// interest list: the loop registers a socket once (epoll_ctl ADD), changes what it asks only when that
+// changes (MOD: EPOLLOUT while the client's queue holds bytes, like step03's write list), and each
+// epoll_wait returns just the ready ones. A wait costs what is ready, not what is connected, and there
+// is no FD_SETSIZE: this server takes clients past fd 1023 (B19 is gone, not worked around).
 //
-// It serves the chat room of step04 or, with -echo, the echo of step03: same handlers, new loop.
-// Level-triggered by default (epoll reports a socket on every wait while it is ready, like select);
-// with -et, edge-triggered (once per change), and then every read, accept and write goes on until
-// EAGAIN. When the process runs out of fds (EMFILE), a spare fd lets it refuse the client clearly
-// instead of spinning on a listener that stays ready.
+// It serves step04's chat room or, with -echo, step03's echo: the same handlers on the new loop.
+// Level-triggered by default (epoll reports a socket on every wait while it is ready, as select does);
+// with -et, edge-triggered (once each time it becomes ready), and then every read, accept and write
+// goes on until EAGAIN. When the process runs out of fds (EMFILE), a spare fd lets it refuse the
+// client with a message instead of spinning on a listener that stays ready.
 package main
 
 import (
@@ -22,6 +22,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	_ "embed"
@@ -32,6 +34,9 @@ import (
 	"muxlab/tracing/replay"
 )
 
+//go:embed scenarios/room.txt
+var roomScenario string
+
 //go:embed scenarios/echo-seed.txt
 var echoScenario string
 
@@ -40,15 +45,25 @@ func main() {
 	trace := flag.Bool("trace", true, "write the trace to stdout")
 	fds := flag.Bool("fds", false, "show fd numbers in the trace (they change from run to run)")
 	echoing := flag.Bool("echo", false, "serve step03's echo instead of step04's chat room")
-	et := flag.Bool("et", false, "edge-triggered: epoll reports a socket once per change, and the loop reads, accepts and writes until EAGAIN")
+	et := flag.Bool("et", false, "edge-triggered: epoll reports a socket once each time it becomes ready, and the loop reads, accepts and writes until EAGAIN")
 	sndbuf := flag.Int("sndbuf", 0, "if set, SO_SNDBUF for each client socket: small values show a slow reader sooner")
-	high := flag.Int("highwater", 64<<10, "stop reading from a client while this many bytes wait to be sent to it")
-	low := flag.Int("lowwater", 16<<10, "read from a paused client again once fewer than this many bytes wait")
-	demo := flag.Bool("demo", false, "play the seed's steps against this program (with -echo, -et as given) and show the trace")
+	maxLine := flag.Int("maxline", 1024, "chat: longest line a member may send, in bytes; longer ones are refused")
+	maxQueue := flag.Int("maxqueue", 64<<10, "chat: a member with this many bytes waiting to be sent to it is too slow, and is put out")
+	high := flag.Int("highwater", 64<<10, "echo: stop reading from a client while this many bytes wait to be sent back to it")
+	low := flag.Int("lowwater", 16<<10, "echo: read from a paused client again once fewer than this many bytes wait")
+	demo := flag.Bool("demo", false, "play three members chatting (with -echo: the seed's steps) against this program and show the trace")
 	flag.Parse()
 	if *demo {
-		os.Exit(replay.Demo(os.Stdout, "step05-epoll", "scenarios/echo-seed.txt", echoScenario,
+		name, text := "scenarios/room.txt", roomScenario
+		if *echoing {
+			name, text = "scenarios/echo-seed.txt", echoScenario
+		}
+		os.Exit(replay.Demo(os.Stdout, "step05-epoll", name, text,
 			"-fds="+fmt.Sprint(*fds), "-echo="+fmt.Sprint(*echoing), "-et="+fmt.Sprint(*et)))
+	}
+	if *maxLine < 1 || *maxQueue < 1 {
+		fmt.Fprintf(os.Stderr, "step05-epoll: want -maxline (%d) and -maxqueue (%d) of at least 1\n", *maxLine, *maxQueue)
+		os.Exit(2)
 	}
 	if *low < 1 || *low > *high {
 		fmt.Fprintf(os.Stderr, "step05-epoll: want 1 <= -lowwater (%d) <= -highwater (%d)\n", *low, *high)
@@ -59,19 +74,41 @@ func main() {
 	if *trace {
 		tr = tracing.New(os.Stdout, *fds)
 	}
-	buf := make([]byte, 64<<10) // one buffer for every read: what must outlive the read is queued
-	svc := service{
-		read:  func(c *conn) bool { return echo(c, buf, *high, tr) },
-		write: func(c *conn) bool { return flush(c, *low, tr) },
-	}
 	ln, bound, err := listen(*addr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "step05-epoll: %v\n", err)
 		os.Exit(1)
 	}
-	fmt.Fprintf(os.Stderr, "step05-epoll: listening on %s (try: nc %s %d)\n", bound, bound.Addr(), bound.Port())
+	p, err := newPoller(*et, tr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "step05-epoll: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "step05-epoll: listening on %s (try: go run ./step04-chat/client -addr %s)\n", bound, bound)
 	tr.Listen(ln)
-	if err := serve(ln, svc, *et, *sndbuf, tr); err != nil {
+	buf := make([]byte, 64<<10) // one buffer for every read: what must outlive the read is queued
+	var svc service
+	if *echoing {
+		svc = service{
+			read:  func(c *conn) bool { return echo(c, buf, *high, tr) },
+			write: func(c *conn) bool { return flush(c, *low, tr) },
+			full:  "server full: out of file descriptors, try again later\n",
+		}
+	} else {
+		rm := &room{maxLine: *maxLine, maxQueue: *maxQueue, tr: tr, p: p}
+		svc = service{
+			join:  rm.join,
+			read:  func(c *conn) bool { return rm.relay(c, buf) },
+			write: rm.flush,
+			endTurn: func() {
+				rm.putOutSlow()
+				rm.clients = slices.DeleteFunc(rm.clients, func(c *conn) bool { return c.fd < 0 })
+			},
+			full: "* the room is full: the server is out of file descriptors, try again later\n",
+		}
+	}
+	if err := serve(ln, p, svc, *sndbuf); err != nil {
+		unix.Close(ln) // B16: the seed's listener was never closed
 		fmt.Fprintf(os.Stderr, "step05-epoll: %v\n", err)
 		os.Exit(1)
 	}
@@ -114,13 +151,23 @@ func listen(addr string) (fd int, bound netip.AddrPort, err error) {
 	return fd, bound, nil
 }
 
-// conn is one client: its socket, and the bytes it sent that have not yet gone back to it.
+// conn is one client: its socket, its name in the room, the line it is sending, and the bytes the
+
+// conn is one client: its socket, its name in the room, the line it is sending, and the bytes the
+// service has for it that have not been written yet. The echo uses paused and eof (as in step03)
+// where the room uses name, in, told, full and left (as in step04); the loop uses events and drained.
 type conn struct {
-	fd     int
-	out    []byte // the queue: bytes read from the client, in order; out[sent:] still has to be written
-	sent   int    // the cursor: how much of out is written already
-	paused bool   // the queue passed the high-water mark: not reading from this client for now
-	eof    bool   // the client sent FIN: nothing more to read, close once the queue is empty
+	fd   int
+	name string // B10: every line and notice about this member uses this, the member's own name
+	in   framer // the line being received, until its newline arrives
+	out  []byte // the queue: lines for this member, in order; out[sent:] still has to be written
+	sent int    // the cursor: how much of out is written already
+	told int    // bytes queued since the trace last said so (see traceQueued)
+	full bool   // the last write hit EAGAIN: the member's socket has no room, the queue waits on it
+	left bool   // out of the room (EOF, /quit, an error): nothing more is read; close once the queue is empty
+
+	paused bool // echo: the queue passed the high-water mark: not reading from this client for now
+	eof    bool // echo: the client sent FIN: nothing more to read, close once the queue is empty
 
 	events  uint32 // what epoll is asked about this client now
 	drained bool   // the last read returned EAGAIN: only epoll can tell when there is more
@@ -130,12 +177,50 @@ type conn struct {
 func (c *conn) pending() int { return len(c.out) - c.sent }
 
 // reading reports whether the service reads from c now.
-func (c *conn) reading() bool { return !c.paused && !c.eof }
+func (c *conn) reading() bool { return !c.left && !c.paused && !c.eof }
 
-// A service is what the loop serves. The loop knows nothing of what clients say: it calls read when
-// epoll reports c readable and write when c's queue may be written; each reports false when c is done.
+// room is what the loop shares between clients, which an echo server never needed: who is here, and
+// the limits that keep one member from costing the others.
+type room struct {
+	clients  []*conn // connected clients, in order of arrival
+	guests   int     // default names handed out so far: guest1, guest2, ...
+	maxLine  int
+	maxQueue int
+	tr       *tracing.Recorder
+	p        *poller // told when a broadcast fills another member's queue, or a member is put out
+}
+
+// A service is what the loop serves: the room, or the echo. The loop knows nothing of what clients
+// say: it calls join when a client is accepted, read when epoll reports it readable, write when its
+// queue may be written (each reports false when the client is finished), and endTurn after each turn.
 type service struct {
+	join        func(c *conn)
 	read, write func(c *conn) bool
+	endTurn     func()
+	full        string // what a client hears when the server is out of fds
+}
+
+// poller is the loop's side of epoll: the epoll instance, how it is asked (level- or edge-triggered),
+// and the clients in its interest list, by fd: epoll says which fd is ready, this says whose it is.
+type poller struct {
+	ep      int
+	mode    uint32 // 0: level-triggered; EPOLLET: edge-triggered
+	clients map[int]*conn
+	touched []*conn // clients whose queue a service filled outside their own turn (a broadcast)
+	tr      *tracing.Recorder
+}
+
+// newPoller creates the epoll instance: an fd whose interest list lives in the kernel.
+func newPoller(et bool, tr *tracing.Recorder) (*poller, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	p := &poller{ep: ep, clients: map[int]*conn{}, tr: tr}
+	if et {
+		p.mode = unix.EPOLLET
+	}
+	return p, nil
 }
 
 // Events that send the loop to a handler. A reset or an error (ERR, HUP: epoll reports them unasked)
@@ -146,20 +231,13 @@ const (
 )
 
 // serve is the event loop: register the listener once, then ask epoll which sockets are ready, handle
-// exactly those, and keep epoll's interest list in step with what each client waits for.
-func serve(ln int, svc service, et bool, sndbuf int, tr *tracing.Recorder) error {
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("epoll_create1: %w", err)
-	}
-	var mode uint32 // level-triggered: a socket is reported on every wait while it is ready
-	if et {
-		mode = unix.EPOLLET // edge-triggered: once each time it becomes ready
-	}
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, ln, &unix.EpollEvent{Events: unix.EPOLLIN | mode, Fd: int32(ln)}); err != nil {
+// exactly those, and keep the interest list in step with what each client waits for.
+func serve(ln int, p *poller, svc service, sndbuf int) error {
+	tr := p.tr
+	if err := unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, ln, &unix.EpollEvent{Events: unix.EPOLLIN | p.mode, Fd: int32(ln)}); err != nil {
 		return fmt.Errorf("epoll_ctl: %w", err)
 	}
-	tr.EpollCtl(unix.EPOLL_CTL_ADD, ln, unix.EPOLLIN|mode)
+	tr.EpollCtl(unix.EPOLL_CTL_ADD, ln, unix.EPOLLIN|p.mode)
 	// One fd kept spare for the moment the others run out (see refuse). The Go runtime opens an epoll
 	// fd of its own the first time it needs a timer; if that moment came while the fds were out, the
 	// runtime would die ("netpollinit failed"). A nanosecond's sleep makes it come now.
@@ -168,50 +246,53 @@ func serve(ln int, svc service, et bool, sndbuf int, tr *tracing.Recorder) error
 	if err != nil {
 		return fmt.Errorf("spare fd: %w", err)
 	}
-
-	clients := map[int]*conn{}             // by fd: epoll says which fd is ready, this says whose it is
 	events := make([]unix.EpollEvent, 128) // room for this many ready sockets per wait; more wait their turn
 	for {
-		tr.EpollWait(len(clients) + 1)
-		n, err := epollWait(ep, events)
+		tr.EpollWait(len(p.clients) + 1)
+		n, err := epollWait(p.ep, events)
 		if err != nil {
 			return fmt.Errorf("epoll_wait: %w", err)
 		}
 		tr.EpollReady(events[:n])
 
-		// Only what is ready comes back: no scan over every client, no list rebuilt.
+		// Only what is ready comes back: no list to rebuild, no scan over every client.
 		for _, ev := range events[:n] {
 			if int(ev.Fd) == ln {
 				for {
-					c, more := accept(ln, &spare, sndbuf, tr)
-					if c != nil && watch(ep, c, mode, tr) {
-						clients[c.fd] = c
+					c, more := accept(ln, &spare, sndbuf, svc.full, tr)
+					if c != nil && p.watch(c) && svc.join != nil {
+						svc.join(c)
 					}
-					if !more || !et {
+					if !more || p.mode != unix.EPOLLET {
 						break // level-triggered: epoll reports the listener again while clients wait
 					}
 				}
-				continue
-			}
-			c := clients[int(ev.Fd)]
-			open := true
-			if c.reading() && ev.Events&readEvents != 0 {
-				for c.drained = false; open && c.reading() && !c.drained; {
-					open = svc.read(c)
-					if !et {
-						break // level-triggered: epoll reports c again if more is waiting
+			} else if c := p.clients[int(ev.Fd)]; c != nil {
+				open := true
+				if c.reading() && ev.Events&readEvents != 0 {
+					for c.drained = false; open && c.reading() && !c.drained; {
+						open = svc.read(c)
+						if p.mode != unix.EPOLLET {
+							break // level-triggered: epoll reports c again if more is waiting
+						}
 					}
 				}
+				if open && c.pending() > 0 && ev.Events&writeEvents != 0 {
+					open = svc.write(c) // writes until the queue is empty or EAGAIN, in either mode
+				}
+				if open {
+					p.touched = append(p.touched, c)
+				} else {
+					p.forget(c)
+				}
 			}
-			if open && c.pending() > 0 && ev.Events&writeEvents != 0 {
-				open = svc.write(c) // writes until the queue is empty or EAGAIN, in either mode
+			if err := p.followTouched(); err != nil {
+				return err
 			}
-			if !open {
-				forget(ep, c)
-				delete(clients, c.fd)
-				continue
-			}
-			if err := follow(ep, c, mode, tr); err != nil {
+		}
+		if svc.endTurn != nil {
+			svc.endTurn()
+			if err := p.followTouched(); err != nil {
 				return err
 			}
 		}
@@ -230,10 +311,10 @@ func epollWait(ep int, events []unix.EpollEvent) (int, error) {
 	}
 }
 
-// interest is what epoll is asked about c, as step03 rebuilt its lists every turn: readable while the
-// service reads from c (RDHUP: and tell when the client has sent FIN), writable while its queue is not
-// empty. Asking for EPOLLOUT with an empty queue would wake the loop for nothing, on every wait.
-func interest(c *conn, mode uint32) uint32 {
+// interest is what epoll is asked about c, as step03 and step04 rebuilt their lists every turn:
+// readable while the service reads from c (RDHUP: and say so when the client has sent FIN), writable
+// while its queue is not empty. EPOLLOUT with an empty queue would wake the loop for nothing.
+func (p *poller) interest(c *conn) uint32 {
 	var events uint32
 	if c.reading() {
 		events |= unix.EPOLLIN | unix.EPOLLRDHUP
@@ -241,49 +322,59 @@ func interest(c *conn, mode uint32) uint32 {
 	if c.pending() > 0 {
 		events |= unix.EPOLLOUT
 	}
-	return events | mode
+	return events | p.mode
 }
 
 // watch adds a new client to the interest list. If the kernel cannot take one more (ENOMEM, or ENOSPC
 // past fs.epoll.max_user_watches), the client is closed, and the others are served as before.
-func watch(ep int, c *conn, mode uint32, tr *tracing.Recorder) bool {
-	c.events = interest(c, mode)
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, c.fd, &unix.EpollEvent{Events: c.events, Fd: int32(c.fd)}); err != nil {
-		tr.Error(c.fd, "epoll_ctl", err)
+func (p *poller) watch(c *conn) bool {
+	c.events = p.interest(c)
+	if err := unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, c.fd, &unix.EpollEvent{Events: c.events, Fd: int32(c.fd)}); err != nil {
+		p.tr.Error(c.fd, "epoll_ctl", err)
 		unix.Close(c.fd)
-		tr.Close(c.fd, "error")
+		p.tr.Close(c.fd, "error")
 		return false
 	}
-	tr.EpollCtl(unix.EPOLL_CTL_ADD, c.fd, c.events)
+	p.tr.EpollCtl(unix.EPOLL_CTL_ADD, c.fd, c.events)
+	p.clients[c.fd] = c
 	return true
 }
 
-// follow keeps the interest list in step with c: one epoll_ctl MOD when what c waits for has changed,
-// none otherwise. In edge-triggered mode a MOD also re-arms: if c is ready already, the next wait says so.
-func follow(ep int, c *conn, mode uint32, tr *tracing.Recorder) error {
-	want := interest(c, mode)
-	if want == c.events {
-		return nil
+// touch notes that c's queue changed outside c's own turn: the loop will update its registration.
+func (p *poller) touch(c *conn) { p.touched = append(p.touched, c) }
+
+// followTouched keeps the interest list in step with the clients touched since the last call: one
+// epoll_ctl MOD for each whose wants changed, none for the others. Edge-triggered, a MOD also re-arms:
+// if the client is ready already, the next wait reports it.
+func (p *poller) followTouched() error {
+	for _, c := range p.touched {
+		want := p.interest(c)
+		if c.fd < 0 || want == c.events {
+			continue
+		}
+		if err := unix.EpollCtl(p.ep, unix.EPOLL_CTL_MOD, c.fd, &unix.EpollEvent{Events: want, Fd: int32(c.fd)}); err != nil {
+			return fmt.Errorf("epoll_ctl MOD: %w", err)
+		}
+		c.events = want
+		p.tr.EpollCtl(unix.EPOLL_CTL_MOD, c.fd, want)
 	}
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_MOD, c.fd, &unix.EpollEvent{Events: want, Fd: int32(c.fd)}); err != nil {
-		return fmt.Errorf("epoll_ctl MOD: %w", err)
-	}
-	c.events = want
-	tr.EpollCtl(unix.EPOLL_CTL_MOD, c.fd, want)
+	p.touched = p.touched[:0]
 	return nil
 }
 
-// forget takes c out of the interest list, then closes it (the handler's close line stands for both).
+// forget takes c out of the interest list, then closes it; the handler's close line stands for both.
 // DEL comes first: epoll watches the open socket, not the fd number, and a copy of the socket left
 // open elsewhere (a dup, a child's) would keep its events coming for a number that is no longer c's.
-func forget(ep int, c *conn) {
-	unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, c.fd, nil)
+func (p *poller) forget(c *conn) {
+	unix.EpollCtl(p.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
 	unix.Close(c.fd) // B2: a finished client gives its fd back
+	delete(p.clients, c.fd)
+	c.fd = -1
 }
 
 // accept takes one client from the listener. Its socket is nonblocking: see flush. more is false when
 // there was nobody to take (EAGAIN): edge-triggered, the loop accepts until then.
-func accept(ln int, spare *int, sndbuf int, tr *tracing.Recorder) (c *conn, more bool) {
+func accept(ln int, spare *int, sndbuf int, full string, tr *tracing.Recorder) (c *conn, more bool) {
 	fd, _, err := unix.Accept(ln)
 	switch {
 	case errors.Is(err, unix.EAGAIN):
@@ -291,7 +382,7 @@ func accept(ln int, spare *int, sndbuf int, tr *tracing.Recorder) (c *conn, more
 		return nil, false
 	case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
 		tr.Error(ln, "accept", err)
-		return nil, refuse(ln, spare, tr)
+		return nil, refuse(ln, spare, full, tr)
 	case errors.Is(err, unix.ECONNABORTED):
 		tr.Error(ln, "accept", err) // that client left while it waited: take the next
 		return nil, true
@@ -311,15 +402,15 @@ func accept(ln int, spare *int, sndbuf int, tr *tracing.Recorder) (c *conn, more
 // refuse is what accept does when the process is out of fds (EMFILE; ENFILE: the whole system is).
 // The client stays in the backlog, so the listener stays ready: level-triggered, epoll would report it
 // on every wait, a busy loop that accepts nobody; edge-triggered, the waiting clients would hang. So
-// the loop kept one fd spare for this moment: give it back, accept the client with it, tell the
+// the loop keeps one fd spare for this moment: give it back, accept the client with it, tell the
 // client and close it, then take the spare again. It reports whether there was a client to refuse.
-func refuse(ln int, spare *int, tr *tracing.Recorder) bool {
+func refuse(ln int, spare *int, full string, tr *tracing.Recorder) bool {
 	unix.Close(*spare)
 	fd, _, err := unix.Accept(ln)
 	switch {
 	case err == nil:
 		tr.Accept(fd)
-		unix.Write(fd, []byte("server full: out of file descriptors, try again later\n"))
+		unix.Write(fd, []byte(full))
 		unix.Close(fd)
 		tr.Close(fd, "refused: out of fds")
 	case errors.Is(err, unix.EAGAIN):
@@ -337,4 +428,237 @@ func refuse(ln int, spare *int, tr *tracing.Recorder) bool {
 // openSpare opens the fd that refuse gives back: /dev/null, which costs nothing else.
 func openSpare() (int, error) {
 	return unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+}
+
+// relay reads what c sent, cuts it into lines and handles each: a line to say is queued for the
+// others, a command is answered (see handle). It reports false when c is finished.
+func (rm *room) relay(c *conn, buf []byte) bool {
+	tr := rm.tr
+	defer rm.traceQueued()
+	n, err := unix.Read(c.fd, buf)
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		tr.Again(c.fd, "read") // nothing after all: epoll will say when there is
+		c.drained = true
+		return true
+	case errors.Is(err, unix.ECONNRESET):
+		tr.Error(c.fd, "read", err)
+		rm.leave(c, "left (connection reset)")
+		drop(c, tr)
+		tr.Close(c.fd, "reset")
+		return false
+	case err != nil:
+		tr.Error(c.fd, "read", err)
+		rm.leave(c, "left (error: "+tracing.ErrName(err)+")")
+		drop(c, tr)
+		tr.Close(c.fd, "error")
+		return false
+	case n == 0:
+		// B1, B11: a read of 0 bytes is EOF. The seed ignored it, and select reported the socket readable
+		// forever. A last line sent without a newline still counts.
+		tr.ReadEOF(c.fd)
+		if line, ok := c.in.rest(); ok {
+			rm.handle(c, line)
+		}
+		rm.leave(c, "left")
+		if c.pending() == 0 {
+			tr.Close(c.fd, "EOF")
+			return false
+		}
+		// FIN ends what the client sends, not what it reads (it may have half-closed): finish sending.
+		tr.Event("finish", c.fd, "%d bytes still to send, then close", c.pending())
+		return true
+	}
+	tr.Read(c.fd, buf[:n])
+	// B14: a read is not a message. The framer joins a line split over reads and splits several lines.
+	for _, f := range c.in.feed(buf[:n]) {
+		if c.left {
+			break // after /quit nothing more is read
+		}
+		if f.tooLong {
+			tr.Event("too-long", c.fd, "line over %d bytes: refused, skipped to its newline", rm.maxLine)
+			rm.say(c, fmt.Sprintf("* line too long (over %d bytes): not sent", rm.maxLine))
+			continue
+		}
+		rm.handle(c, f.line)
+	}
+	return true
+}
+
+// handle carries out one line from c: a command, or something to say to the room.
+func (rm *room) handle(c *conn, line string) {
+	line = clean(line) // no control characters or broken UTF-8 reach anyone's terminal
+	if strings.TrimSpace(line) == "" {
+		return
+	}
+	cmd, problem := parseCommand(line)
+	switch {
+	case problem != "":
+		rm.say(c, "* "+problem)
+	case cmd.verb == "say":
+		rm.broadcast(c, c.name+": "+cmd.text)
+	case cmd.verb == "nick":
+		if other := rm.find(cmd.name); other != nil && other != c {
+			rm.say(c, "* the name "+cmd.name+" is taken")
+			return
+		}
+		old := c.name
+		c.name = cmd.name
+		rm.tr.Event("nick", c.fd, "%s is now %s", old, c.name)
+		rm.say(c, "* you are now "+c.name)
+		rm.broadcast(c, "* "+old+" is now "+c.name)
+	case cmd.verb == "who":
+		var names []string
+		for _, m := range rm.clients {
+			if !m.left {
+				names = append(names, m.name)
+			}
+		}
+		rm.say(c, "* in the room: "+strings.Join(names, ", "))
+	case cmd.verb == "msg":
+		to := rm.find(cmd.name)
+		if to == nil {
+			rm.say(c, "* nobody here is called "+cmd.name)
+			return
+		}
+		rm.say(to, c.name+" (private): "+cmd.text)
+	case cmd.verb == "quit":
+		rm.say(c, "* bye")
+		rm.leave(c, "left")
+	}
+}
+
+// find returns the member called name (names are unique regardless of case), or nil.
+func (rm *room) find(name string) *conn {
+	for _, c := range rm.clients {
+		if !c.left && strings.EqualFold(c.name, name) {
+			return c
+		}
+	}
+	return nil
+}
+
+// join gives a new client a default name, greets it and tells the others.
+func (rm *room) join(c *conn) {
+	for c.name == "" || rm.find(c.name) != nil { // someone may have taken guestN with /nick
+		rm.guests++
+		c.name = fmt.Sprintf("guest%d", rm.guests)
+	}
+	c.in.max = rm.maxLine
+	rm.clients = append(rm.clients, c)
+	rm.tr.Event("join", c.fd, "as %s", c.name)
+	rm.say(c, "* welcome, "+c.name+"; "+help)
+	rm.broadcast(c, "* "+c.name+" joined")
+	rm.traceQueued()
+}
+
+// leave takes c out of the room, once, and tells the others with c's own name (B10, B11): however a
+// member goes (EOF, reset, a failed write, /quit, too slow), the room hears it exactly once.
+func (rm *room) leave(c *conn, how string) {
+	if c.left {
+		return
+	}
+	c.left = true
+	rm.tr.Event("leave", c.fd, "%s %s", c.name, how)
+	rm.broadcast(c, "* "+c.name+" "+how)
+}
+
+// broadcast queues line for every member of the room but from. It writes nothing, so nobody waits
+// for a slow member (B13), and it removes nobody from the list it walks, so nobody is skipped (B12).
+func (rm *room) broadcast(from *conn, line string) {
+	for _, c := range rm.clients {
+		if c != from && !c.left {
+			rm.say(c, line)
+		}
+	}
+}
+
+// say queues one line for c. It never writes: the loop does, when epoll says c is writable.
+func (rm *room) say(c *conn, line string) {
+	// Bytes already sent are dropped first, so the queue holds only what is pending.
+	c.out = append(c.out[:0], c.out[c.sent:]...)
+	c.sent = 0
+	c.out = append(append(c.out, line...), '\n')
+	c.told += len(line) + 1
+	rm.p.touch(c) // the loop asks epoll to watch c for writing
+}
+
+// traceQueued says, for each client, how much was queued for it since the last call: one line per
+// client for all the lines of one read, however many there were.
+func (rm *room) traceQueued() {
+	for _, c := range rm.clients {
+		if c.told > 0 && c.fd >= 0 {
+			rm.tr.Event("queue", c.fd, "+%d bytes, %d pending", c.told, c.pending())
+		}
+		c.told = 0
+	}
+}
+
+// putOutSlow puts out, at the end of a turn, every member that does not read as fast as the room
+// talks: its socket is full (the last write hit EAGAIN) and its queue still holds the limit or more.
+// Waiting for it would freeze the room, as the seed's sendall did (B13); queueing forever would let
+// one member use up the server's memory. A burst of lines to a member that reads is not enough: its
+// socket takes them on the next turn. So a queue holds at most the limit plus what one turn brings.
+func (rm *room) putOutSlow() {
+	for _, c := range rm.clients {
+		if c.fd >= 0 && c.full && c.pending() >= rm.maxQueue {
+			rm.tr.Event("too-slow", c.fd, "socket full and %d bytes pending >= limit %d", c.pending(), rm.maxQueue)
+			rm.leave(c, "was put out: too slow to read")
+			drop(c, rm.tr)
+			rm.tr.Close(c.fd, "too slow")
+			rm.p.forget(c)
+			rm.traceQueued()
+		}
+	}
+}
+
+// flush writes c's queue from the cursor on, until the queue is empty or the socket is full: epoll
+// said c is writable, so the first write takes something (B6); each write may take less than it was
+// given, and the rest stays queued, in order, for the next time c is writable (B7). It reports false
+// when c is finished.
+func (rm *room) flush(c *conn) bool {
+	tr := rm.tr
+	defer rm.traceQueued() // a failed write tells the room
+	before := c.pending()
+	c.full = false
+	for c.pending() > 0 {
+		n, err := unix.Write(c.fd, c.out[c.sent:])
+		if errors.Is(err, unix.EAGAIN) {
+			tr.Again(c.fd, "write") // the socket's buffer is full: wait in epoll_wait until it has room
+			c.full = true
+			break
+		}
+		if err != nil {
+			// ECONNRESET or EPIPE: the client reset the connection, nobody will read the rest (B9).
+			// B11: a failed write takes the member out of the room like an EOF does.
+			tr.Error(c.fd, "write", err)
+			rm.leave(c, "left (connection reset)")
+			drop(c, tr)
+			reason := "error"
+			if errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
+				reason = "reset"
+			}
+			tr.Close(c.fd, reason)
+			return false
+		}
+		tr.Write(c.fd, n, c.pending())
+		c.sent += n
+	}
+	tr.Event("unqueue", c.fd, "-%d bytes, %d pending", before-c.pending(), c.pending())
+	if c.pending() == 0 {
+		c.out, c.sent = nil, 0 // an idle client holds no buffer
+	}
+	if c.left && c.pending() == 0 {
+		tr.Close(c.fd, "left")
+		return false
+	}
+	return true
+}
+
+// drop throws away what c still had to receive: c is going away.
+func drop(c *conn, tr *tracing.Recorder) {
+	if c.pending() > 0 {
+		tr.Event("drop", c.fd, "%d pending bytes", c.pending())
+	}
+	c.out, c.sent = nil, 0
 }

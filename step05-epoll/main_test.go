@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"muxlab/tracing"
@@ -66,10 +67,10 @@ func echoTranscript(t *testing.T, pkg, name, until string, args ...string) strin
 // the server writes the rest of its queue before the client's "expect" rather than during it.
 var received = regexp.MustCompile(`^<< `)
 
-// compareEcho compares a transcript with a golden one as tracetest.Compare does, but leaves out the
+// compareTranscript compares a transcript with a golden one as tracetest.Compare does, but leaves out the
 // clients' "<<" lines (the scenario's expects have checked them already): the server's lines and
 // the clients' actions must be the same, in the same order.
-func compareEcho(t *testing.T, golden, got string) {
+func compareTranscript(t *testing.T, golden, got string) {
 	t.Helper()
 	if *tracetest.Update {
 		tracetest.Compare(t, golden, got)
@@ -92,7 +93,7 @@ func TestEchoScenarios(t *testing.T) {
 		for _, m := range modes {
 			t.Run(sc.name+"-"+m.name, func(t *testing.T) {
 				got := echoTranscript(t, ".", sc.name, sc.until, append([]string{"-echo"}, m.args...)...)
-				compareEcho(t, filepath.Join("testdata", "echo-"+sc.name+m.suffix+".trace"), got)
+				compareTranscript(t, filepath.Join("testdata", "echo-"+sc.name+m.suffix+".trace"), got)
 			})
 		}
 	}
@@ -120,10 +121,37 @@ func without(transcript string, patterns ...*regexp.Regexp) string {
 	return b.String()
 }
 
+// reactions splits a transcript into the server's reactions to the clients' actions (a new one at
+// each ">>" line) and, within each reaction, the lines about each socket, in order, leaving out the
+// lines that match leave. Two transcripts with equal reactions did the same things for the same
+// actions; only the order in which one reaction took the sockets may differ: select's loops walk
+// their clients in order of arrival, epoll returns them in the order they became ready.
+func reactions(transcript string, leave ...*regexp.Regexp) []map[string][]string {
+	var out []map[string][]string
+	for _, l := range tracing.Lines(without(transcript, append(leave, received)...)) {
+		f := strings.Fields(l)
+		if len(out) == 0 || f[0] == ">>" {
+			out = append(out, map[string][]string{})
+		}
+		if len(f) > 1 {
+			out[len(out)-1][f[1]] = append(out[len(out)-1][f[1]], l)
+		}
+	}
+	return out
+}
+
+// sameReactions fails the test if the two transcripts' reactions differ.
+func sameReactions(t *testing.T, what, a, b string, leaveA, leaveB []*regexp.Regexp) {
+	t.Helper()
+	if d := cmp.Diff(reactions(a, leaveA...), reactions(b, leaveB...)); d != "" {
+		t.Errorf("%s (-before +after):\n%s", what, d)
+	}
+}
+
 // The instructor's diff, checked: on every echo scenario, step03's transcript and step05's differ only
 // in the loop's own lines (wait, ready, registration). Every accept, read, queue, write and close is
-// the same, in the same order: the handlers stayed. Edge-triggered, step05 adds only the reads and
-// accepts that go on until EAGAIN.
+// the same, for the same action. Edge-triggered, step05 adds only the reads and accepts that go on
+// until EAGAIN.
 func TestEchoDiffFromStep03IsOnlyTheLoop(t *testing.T) {
 	for _, sc := range echoScenarios {
 		t.Run(sc.name, func(t *testing.T) {
@@ -133,18 +161,53 @@ func TestEchoDiffFromStep03IsOnlyTheLoop(t *testing.T) {
 			if !strings.Contains(lt, "epoll_ctl  ADD c1 IN|RDHUP\n") {
 				t.Fatal("step05's transcript has no epoll_ctl line: is it still on epoll?")
 			}
-			if d := tracing.Diff(without(before, loopLines, received), without(lt, loopLines, received)); d != "" {
-				t.Errorf("step03 -> step05 changes more than the loop's lines (-step03 +step05):\n%s", d)
-			}
-			if d := tracing.Diff(without(lt, loopLines, received), without(et, loopLines, etLines, received)); d != "" {
-				t.Errorf("LT -> ET changes more than the loop's lines and the reads until EAGAIN (-LT +ET):\n%s", d)
-			}
+			loop := []*regexp.Regexp{loopLines}
+			sameReactions(t, "step03 -> step05 changes more than the loop's lines", before, lt, loop, loop)
+			sameReactions(t, "LT -> ET changes more than the loop's lines and the reads until EAGAIN", lt, et, loop, []*regexp.Regexp{loopLines, etLines})
+		})
+	}
+}
+
+// step04's room scenarios, played on step05 (the room is its default service).
+var roomScenarios = []string{"room", "framing", "slow"}
+
+func roomTranscript(t *testing.T, pkg, name string, args ...string) string {
+	t.Helper()
+	return tracetest.Replay(t, pkg, filepath.Join("..", "step04-chat", "scenarios", name+".txt"), args...).Transcript
+}
+
+// The chat room of step04, on epoll: every scenario of step04, level- and edge-triggered, against
+// golden transcripts (testdata/room-NAME.trace, room-NAME-et.trace).
+func TestRoomScenarios(t *testing.T) {
+	for _, name := range roomScenarios {
+		for _, m := range modes {
+			t.Run(name+"-"+m.name, func(t *testing.T) {
+				got := roomTranscript(t, ".", name, m.args...)
+				compareTranscript(t, filepath.Join("testdata", "room-"+name+m.suffix+".trace"), got)
+			})
+		}
+	}
+}
+
+// The instructor's diff for the room: step04's transcript and step05's differ only in the loop's own
+// lines. (In one reaction, step04 writes to its members in order of arrival and step05 in the order
+// epoll reports them: see reactions.)
+func TestRoomDiffFromStep04IsOnlyTheLoop(t *testing.T) {
+	for _, name := range roomScenarios {
+		t.Run(name, func(t *testing.T) {
+			before := roomTranscript(t, "../step04-chat", name)
+			lt := roomTranscript(t, ".", name)
+			et := roomTranscript(t, ".", name, "-et")
+			loop := []*regexp.Regexp{loopLines}
+			sameReactions(t, "step04 -> step05 changes more than the loop's lines", before, lt, loop, loop)
+			sameReactions(t, "LT -> ET changes more than the loop's lines and the reads until EAGAIN", lt, et, loop, []*regexp.Regexp{loopLines, etLines})
 		})
 	}
 }
 
 // In edge-triggered mode every turn that reads from a client reads until it knows there is nothing
-// left: EAGAIN, EOF, an error, or a pause (then the MOD that resumes reading re-arms the socket).
+// left: EAGAIN, EOF, an error, a pause (then the MOD that resumes reading re-arms the socket), or
+// the member leaving the room (/quit).
 // Checked on every edge-triggered golden transcript.
 func TestET_EveryReadGoesOnUntilEAGAIN(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join("testdata", "*-et.trace"))
@@ -164,7 +227,7 @@ func TestET_EveryReadGoesOnUntilEAGAIN(t *testing.T) {
 				continue
 			}
 			f := strings.Fields(l)
-			if len(f) >= 2 && (f[0] == "read" || f[0] == "pause" || f[0] == "close" || f[0] == "finish") {
+			if len(f) >= 2 && (f[0] == "read" || f[0] == "pause" || f[0] == "close" || f[0] == "finish" || f[0] == "leave") {
 				delete(open, f[1])
 			}
 			if f[0] == "epoll_wait" && len(open) > 0 {
@@ -506,6 +569,21 @@ expect c3 "my turn\n"`)
 	}
 }
 
+// The room, out of fds, refuses a newcomer with a notice in the room's style; nobody in the room is
+// told (the newcomer never joined), and the member already there is still served.
+func TestEMFILE_RoomRefusesWithANotice(t *testing.T) {
+	s := tracetest.Open(t, ".")
+	tracetest.Do(t, s, "connect c1\nexpect-line c1 \""+fmt.Sprintf(welcome, "guest1")+"\"")
+	limitFDs(t, s.Server().Pid())
+	tracetest.Do(t, s, `connect c2
+expect-line c2 "* the room is full: the server is out of file descriptors, try again later"
+expect-eof c2
+send c1 "/who\n"
+expect-line c1 "* in the room: guest1"`)
+}
+
+const welcome = "* welcome, %s; commands: /nick NAME, /who, /msg NAME TEXT, /quit"
+
 // limitFDs lowers the soft RLIMIT_NOFILE of process pid to the lowest fd number it does not use:
 // from then on it can open nothing more, until it closes something. (prlimit on the running server:
 // a lowered limit set before starting it would not do, as a Go program raises its soft limit to the
@@ -623,21 +701,30 @@ func TestWatermarkFlagsAreChecked(t *testing.T) {
 	}
 }
 
-// The demo's scenario is step03's seed, kept as a copy because go:embed cannot reach ../.
-func TestDemoScenarioIsStep03s(t *testing.T) {
-	mine, err := os.ReadFile(filepath.Join("scenarios", "echo-seed.txt"))
-	if err != nil {
-		t.Fatal(err)
+// The demo's scenarios and protocol.go are step04's and step03's, kept as copies because go:embed
+// and a package cannot reach ../. The copies must not drift.
+func TestCopiesAreTheOtherSteps(t *testing.T) {
+	for mine, theirs := range map[string]string{
+		"scenarios/room.txt":      "../step04-chat/scenarios/room.txt",
+		"scenarios/echo-seed.txt": "../step03-write-queues/scenarios/seed.txt",
+		"protocol.go":             "../step04-chat/protocol.go",
+	} {
+		a, err := os.ReadFile(mine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(theirs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(a) != string(b) {
+			t.Errorf("%s is no longer a copy of %s: copy it again", mine, theirs)
+		}
 	}
-	theirs, err := os.ReadFile(filepath.Join("..", "step03-write-queues", "scenarios", "seed.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(mine) != string(theirs) {
-		t.Fatal("scenarios/echo-seed.txt is no longer step03's seed.txt: copy it again")
-	}
-	if _, err := scenario.Parse("echo-seed.txt", echoScenario); err != nil {
-		t.Fatal(err)
+	for name, text := range map[string]string{"room.txt": roomScenario, "echo-seed.txt": echoScenario} {
+		if _, err := scenario.Parse(name, text); err != nil {
+			t.Error(err)
+		}
 	}
 }
 

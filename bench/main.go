@@ -42,6 +42,7 @@ type config struct {
 	chat       chatLoad
 	chatReps   int
 	traceReps  int
+	only       map[string]bool // if set, run only these workloads (-workloads)
 }
 
 var full = config{
@@ -65,6 +66,7 @@ func main() {
 	smokeMode := flag.Bool("smoke", false, "run every workload briefly, check results, write no report unless -out is given")
 	out := flag.String("out", "", "write the report to this file (default: docs/performance.md, or none with -smoke)")
 	only := flag.String("servers", "", "measure only the servers whose table name matches this regexp, e.g. 'step05|baseline'")
+	workloads := flag.String("workloads", "", "run only these workloads, comma-separated: echo,scan,chat,tracing (default all)")
 	flag.StringVar(&profiling.dir, "cpuprofile", "", "write a CPU profile of every server run into this directory (see profile.go); no report unless -out")
 	flag.Parse()
 	if profiling.dir != "" {
@@ -81,6 +83,12 @@ func main() {
 	cfg := full
 	if *smokeMode {
 		cfg = smoke
+	}
+	if *workloads != "" {
+		cfg.only = map[string]bool{}
+		for _, w := range strings.Split(*workloads, ",") {
+			cfg.only[strings.TrimSpace(w)] = true
+		}
 	}
 	if *only != "" {
 		re, err := regexp.Compile(*only)
@@ -205,21 +213,23 @@ func runSuite(cfg config, log io.Writer) (*results, error) {
 		res.chatNames = append(res.chatNames, p.name)
 	}
 
-	profiling.workload = "echo"
-	if err := runEcho(cfg, res, echoes, log); err != nil {
-		return nil, fmt.Errorf("echo: %w", err)
+	workloads := []struct {
+		name string
+		run  func() error
+	}{
+		{"echo", func() error { return runEcho(cfg, res, echoes, log) }},
+		{"scan", func() error { return runScan(cfg, res, echoes, log) }},
+		{"chat", func() error { return runChat(cfg, res, chats, log) }},
+		{"tracing", func() error { return runTracing(cfg, res, root, dir, echoes, log) }},
 	}
-	profiling.workload = "scan"
-	if err := runScan(cfg, res, echoes, log); err != nil {
-		return nil, fmt.Errorf("scan: %w", err)
-	}
-	profiling.workload = "chat"
-	if err := runChat(cfg, res, chats, log); err != nil {
-		return nil, fmt.Errorf("chat: %w", err)
-	}
-	profiling.workload = "tracing"
-	if err := runTracing(cfg, res, root, dir, echoes, log); err != nil {
-		return nil, fmt.Errorf("tracing: %w", err)
+	for _, w := range workloads {
+		if cfg.only != nil && !cfg.only[w.name] {
+			continue
+		}
+		profiling.workload = w.name
+		if err := w.run(); err != nil {
+			return nil, fmt.Errorf("%s: %w", w.name, err)
+		}
 	}
 	res.took = time.Since(res.started)
 	return res, nil

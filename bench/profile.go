@@ -12,10 +12,12 @@ import (
 )
 
 // With -cpuprofile DIR, every server is built with one more file in its package, profileSource (added
-// by go build -overlay, so no step's source changes), and writes a CPU profile of each run to DIR:
-// that is how to find out why a server misses a target. Read them with go tool pprof, e.g.
+// by go build -overlay, so no step's source changes), and writes a CPU profile of each run to DIR,
+// and a heap profile of what was live when the run ended beside it (.pprof.heap): that is how to
+// find out why a server misses a target. Read them with go tool pprof, e.g.
 //
 //	go tool pprof -top DIR/step05-epoll-LT-echo-*.pprof
+//	go tool pprof -top -sample_index=inuse_space DIR/step05-epoll-LT-scan-*.pprof.heap
 //
 // Profiling costs the servers CPU time (the profiler's SIGPROF), so a profiled run's figures are not
 // the ones to publish, and no report is written unless -out asks for one.
@@ -58,6 +60,10 @@ func init() {
 		<-stop
 		pprof.StopCPUProfile()
 		f.Close()
+		if h, err := os.Create(path + ".heap"); err == nil {
+			pprof.Lookup("heap").WriteTo(h, 0) // what is live at the end, and where it was allocated
+			h.Close()
+		}
 		os.Exit(0)
 	}()
 }

@@ -96,6 +96,21 @@ func report(res *results) string {
 			}
 		}
 	}
+	var growth []string
+	for _, name := range res.echoNames {
+		c0, top := res.scan[name][0], 0
+		for _, l := range cfg.scanIdle {
+			if c := res.scan[name][l]; c != nil && c.refused == 0 && len(c.cpu) > 0 {
+				top = l
+			}
+		}
+		if c0 != nil && len(c0.cpu) > 0 && top > 0 {
+			growth = append(growth, fmt.Sprintf("%s ×%.2f (to %d)", name, res.scan[name][top].cpu.median()/c0.cpu.median(), top))
+		}
+	}
+	if len(growth) > 0 {
+		p("- CPU per message with the most idle connections each server held, over its cost with none (medians): %s.\n", strings.Join(growth, "; "))
+	}
 	p("\n")
 	b.WriteString(scanCharts(res))
 
@@ -243,6 +258,7 @@ func targets(res *results) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("## Targets (step05 against the goroutine baseline)\n\n")
+	p("The issue's targets, checked in this run's medians. Where one is missed, `go run ./bench -servers 'step05|baseline' -cpuprofile DIR` writes a CPU profile of every server run, for `go tool pprof -top DIR/*.pprof`.\n\n")
 	const base = "baseline goroutines"
 	steps := []string{"step05 epoll LT", "step05 epoll ET"}
 	if !slices.Contains(res.echoNames, steps[0]) {

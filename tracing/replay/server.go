@@ -347,24 +347,6 @@ func (s *Server) FDs() []int {
 	return fds
 }
 
-// LimitFDs lowers the server's RLIMIT_NOFILE (soft and hard, so that it cannot raise it again) to leave
-// exactly free more fds below the limit: the next accept after those fails with EMFILE.
-func (s *Server) LimitFDs(free int) error {
-	fds := s.FDs()
-	if fds == nil {
-		return fmt.Errorf("no /proc to count the server's fds")
-	}
-	limit, used := 0, 0 // used: how many open fds are below limit
-	for limit-used < free {
-		if slices.Contains(fds, limit) {
-			used++
-		}
-		limit++
-	}
-	lim := unix.Rlimit{Cur: uint64(limit), Max: uint64(limit)}
-	return unix.Prlimit(s.Pid(), unix.RLIMIT_NOFILE, &lim, nil)
-}
-
 // CPUTime is the CPU time the server has used so far, user plus system (from /proc/PID/stat, in clock
 // ticks of 10 ms; -1 where there is no /proc). A busy loop shows as CPU time growing while nothing happens.
 func (s *Server) CPUTime() time.Duration {

@@ -23,7 +23,10 @@ type chatRun struct {
 	deliveries int // lines received, each checked: right sender, right order, none missing, none twice
 	elapsed    time.Duration
 	cpu        time.Duration
+	latency    []time.Duration // of every delivery: from the write of the line to its reading
 }
+
+func (r chatRun) lat(q float64) time.Duration { return echoRun{rtts: r.latency}.rtt(q) }
 
 // chatOnce starts p, brings load.members into its room and measures the fan-out.
 //
@@ -54,12 +57,13 @@ func chatOnce(p program, load chatLoad) (chatRun, error) {
 
 	type member struct {
 		fd      int
-		name    string // as the others see it
-		partial []byte // the start of a line not yet complete
-		heard   []int  // heard[s]: lines received from member s so far (the next expected sequence number)
-		joins   int    // "join" lines heard
-		lines   int    // lines of any kind heard
-		sent    int    // measured lines sent
+		name    string      // as the others see it
+		partial []byte      // the start of a line not yet complete
+		heard   []int       // heard[s]: lines received from member s so far (the next expected sequence number)
+		joins   int         // "join" lines heard
+		lines   int         // lines of any kind heard
+		sent    int         // measured lines sent
+		sentAt  []time.Time // when each measured line was written
 	}
 	ms := make([]*member, load.members)
 	defer func() {
@@ -83,6 +87,7 @@ func chatOnce(p program, load chatLoad) (chatRun, error) {
 			fail = fmt.Errorf("member %d: the server closed the connection (read: %d, %v; %v)", r, n, err, srv.alive())
 			return
 		}
+		now := time.Now() // every line of this read arrived by now
 		m.partial = append(m.partial, buf[:n]...)
 		rest := m.partial
 		for {
@@ -136,6 +141,7 @@ func chatOnce(p program, load chatLoad) (chatRun, error) {
 			}
 			m.heard[s]++
 			run.deliveries++
+			run.latency = append(run.latency, now.Sub(ms[s].sentAt[seq]))
 		}
 		m.partial = append(m.partial[:0], rest...)
 	}
@@ -228,6 +234,7 @@ func chatOnce(p program, load chatLoad) (chatRun, error) {
 		return run, err
 	}
 	t0 := time.Now()
+	run.latency = make([]time.Duration, 0, load.senders*load.lines*(load.members-1))
 	complete := func(s int) int { // lines of sender s that every other member has received
 		low := load.lines
 		for r, m := range ms {
@@ -250,6 +257,7 @@ func chatOnce(p program, load chatLoad) (chatRun, error) {
 		for s := range load.senders {
 			m := ms[s]
 			for m.sent < load.lines && m.sent-complete(s) < load.window {
+				m.sentAt = append(m.sentAt, time.Now())
 				if err := write(s, fmt.Sprintf("m %d %d\n", s, m.sent)); err != nil {
 					return run, err
 				}
@@ -340,8 +348,9 @@ func runChat(cfg config, res *results, progs []program, log io.Writer) error {
 			rate := float64(run.deliveries) / run.elapsed.Seconds()
 			cpu := float64(run.cpu) / float64(time.Microsecond) / float64(run.deliveries)
 			cell.rate, cell.cpu, cell.deliveries = append(cell.rate, rate), append(cell.cpu, cpu), run.deliveries
-			fmt.Fprintf(log, "chat rep %d/%d %-20s %9.0f lines/s  cpu %5.2f µs/line  (%d deliveries checked)\n",
-				rep+1, cfg.chatReps, p.name, rate, cpu, run.deliveries)
+			cell.p50, cell.p99 = append(cell.p50, us(run.lat(0.5))), append(cell.p99, us(run.lat(0.99)))
+			fmt.Fprintf(log, "chat rep %d/%d %-20s %9.0f lines/s  cpu %5.2f µs/line  p50 %7.0f µs  p99 %7.0f µs  (%d deliveries checked)\n",
+				rep+1, cfg.chatReps, p.name, rate, cpu, us(run.lat(0.5)), us(run.lat(0.99)), run.deliveries)
 		}
 	}
 	return nil

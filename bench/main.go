@@ -152,6 +152,7 @@ type scanCell struct {
 
 type chatCell struct {
 	rate, cpu  sample // lines delivered per second, µs of server CPU per delivered line
+	p50, p99   sample // µs from a line's write to its reading by a member
 	deliveries int    // per repetition, every one checked
 }
 

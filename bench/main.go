@@ -18,6 +18,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -66,6 +67,7 @@ func main() {
 	smokeMode := flag.Bool("smoke", false, "run every workload briefly, check results, write no report unless -out is given")
 	out := flag.String("out", "", "write the report to this file (default: docs/performance.md, or none with -smoke)")
 	only := flag.String("servers", "", "measure only the servers whose table name matches this regexp, e.g. 'step05|baseline'")
+	source := flag.String("source", "", "what code is measured, for the report (default: the checkout's git commit, and whether the measured packages have uncommitted changes)")
 	workloads := flag.String("workloads", "", "run only these workloads, comma-separated: echo,scan,chat,tracing (default all)")
 	flag.StringVar(&profiling.dir, "cpuprofile", "", "write a CPU profile of every server run into this directory (see profile.go); no report unless -out")
 	flag.Parse()
@@ -103,6 +105,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
+	if res.source = *source; res.source == "" {
+		res.source = describeSource(res.root)
+	}
 	path := *out
 	if path == "" && !*smokeMode && profiling.dir == "" {
 		path = filepath.Join(res.root, "docs", "performance.md")
@@ -125,6 +130,7 @@ type results struct {
 	machine string
 	started time.Time
 	took    time.Duration
+	source  string   // what code was measured
 	missing []string // packages in the server table that are not in this checkout
 
 	echoNames []string
@@ -234,6 +240,27 @@ func runSuite(cfg config, log io.Writer) (*results, error) {
 	}
 	res.took = time.Since(res.started)
 	return res, nil
+}
+
+// describeSource names the code measured: the commit, and whether the servers' packages or the
+// tracing package have changes not committed.
+func describeSource(root string) string {
+	git := func(args ...string) (string, error) {
+		out, err := exec.Command("git", append([]string{"-C", root}, args...)...).Output()
+		return strings.TrimSpace(string(out)), err
+	}
+	commit, err := git("rev-parse", "--short", "HEAD")
+	if err != nil {
+		return "not a git checkout"
+	}
+	paths := []string{"status", "--porcelain", "--", "tracing", "bench"}
+	for _, s := range servers {
+		paths = append(paths, strings.TrimPrefix(s.pkg, "./"))
+	}
+	if dirty, err := git(paths...); err != nil || dirty != "" {
+		return "commit " + commit + ", with uncommitted changes"
+	}
+	return "commit " + commit
 }
 
 // raiseFDLimit lifts the soft RLIMIT_NOFILE to the hard one: 10,000 idle connections take 10,000 fds

@@ -20,8 +20,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
 	"time"
@@ -33,6 +35,9 @@ import (
 	"muxlab/tracing"
 	"muxlab/tracing/replay"
 )
+
+// shutdownGrace bounds how long a stopping server keeps sending what clients still have queued.
+const shutdownGrace = 2 * time.Second
 
 //go:embed scenarios/room.txt
 var roomScenario string
@@ -79,20 +84,26 @@ func main() {
 		fmt.Fprintf(os.Stderr, "step05-epoll: %v\n", err)
 		os.Exit(1)
 	}
+	fmt.Fprintf(os.Stderr, "step05-epoll: listening on %s (try: go run ./step04-chat/client -addr %s)\n", bound, bound)
+	tr.Listen(ln)
+	sig, err := signalPipe()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "step05-epoll: %v\n", err)
+		os.Exit(1)
+	}
+	tr.Name(sig, "signals")
 	p, err := newPoller(*et, tr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "step05-epoll: %v\n", err)
 		os.Exit(1)
 	}
-	fmt.Fprintf(os.Stderr, "step05-epoll: listening on %s (try: go run ./step04-chat/client -addr %s)\n", bound, bound)
-	tr.Listen(ln)
 	buf := make([]byte, 64<<10) // one buffer for every read: what must outlive the read is queued
 	var svc service
 	if *echoing {
 		svc = service{
 			read:  func(c *conn) bool { return echo(c, buf, *high, tr) },
 			write: func(c *conn) bool { return flush(c, *low, tr) },
-			full:  "server full: out of file descriptors, try again later\n",
+			full:  "server busy: out of file descriptors, try again later\n",
 		}
 	} else {
 		rm := &room{maxLine: *maxLine, maxQueue: *maxQueue, tr: tr, p: p}
@@ -104,11 +115,14 @@ func main() {
 				rm.putOutSlow()
 				rm.clients = slices.DeleteFunc(rm.clients, func(c *conn) bool { return c.fd < 0 })
 			},
+			stop: func() {
+				rm.broadcast(nil, "* the server is stopping")
+				rm.traceQueued()
+			},
 			full: "* the room is full: the server is out of file descriptors, try again later\n",
 		}
 	}
-	if err := serve(ln, p, svc, *sndbuf); err != nil {
-		unix.Close(ln) // B16: the seed's listener was never closed
+	if err := serve(ln, sig, p, svc, *sndbuf); err != nil {
 		fmt.Fprintf(os.Stderr, "step05-epoll: %v\n", err)
 		os.Exit(1)
 	}
@@ -151,7 +165,27 @@ func listen(addr string) (fd int, bound netip.AddrPort, err error) {
 	return fd, bound, nil
 }
 
-// conn is one client: its socket, its name in the room, the line it is sending, and the bytes the
+// signalPipe returns the read end of a pipe that receives one byte for each SIGINT or SIGTERM: the
+// self-pipe trick. A loop asleep in epoll_wait cannot wait on a Go channel, so os/signal's goroutine
+// turns each signal into a byte on a pipe, and the loop watches the pipe like any socket.
+func signalPipe() (int, error) {
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		return -1, fmt.Errorf("pipe: %w", err)
+	}
+	for _, fd := range p {
+		unix.CloseOnExec(fd)
+		unix.SetNonblock(fd, true)
+	}
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, unix.SIGINT, unix.SIGTERM)
+	go func() {
+		for sig := range signals {
+			unix.Write(p[1], []byte{byte(sig.(unix.Signal))})
+		}
+	}()
+	return p[0], nil
+}
 
 // conn is one client: its socket, its name in the room, the line it is sending, and the bytes the
 // service has for it that have not been written yet. The echo uses paused and eof (as in step03)
@@ -176,6 +210,9 @@ type conn struct {
 // pending is how many queued bytes still have to be written.
 func (c *conn) pending() int { return len(c.out) - c.sent }
 
+// busy reports whether c still has something to send.
+func (c *conn) busy() bool { return c.pending() > 0 }
+
 // reading reports whether the service reads from c now.
 func (c *conn) reading() bool { return !c.left && !c.paused && !c.eof }
 
@@ -192,22 +229,26 @@ type room struct {
 
 // A service is what the loop serves: the room, or the echo. The loop knows nothing of what clients
 // say: it calls join when a client is accepted, read when epoll reports it readable, write when its
-// queue may be written (each reports false when the client is finished), and endTurn after each turn.
+// queue may be written (each reports false when the client is finished), endTurn after each turn, and
+// stop when a signal stops the server. (The echo has no join, endTurn or stop.)
 type service struct {
 	join        func(c *conn)
 	read, write func(c *conn) bool
 	endTurn     func()
+	stop        func()
 	full        string // what a client hears when the server is out of fds
 }
 
 // poller is the loop's side of epoll: the epoll instance, how it is asked (level- or edge-triggered),
 // and the clients in its interest list, by fd: epoll says which fd is ready, this says whose it is.
 type poller struct {
-	ep      int
-	mode    uint32 // 0: level-triggered; EPOLLET: edge-triggered
-	clients map[int]*conn
-	touched []*conn // clients whose queue a service filled outside their own turn (a broadcast)
-	tr      *tracing.Recorder
+	ep         int
+	mode       uint32 // 0: level-triggered; EPOLLET: edge-triggered
+	registered int    // how many fds the interest list holds (listener and signals included)
+	clients    map[int]*conn
+	touched    []*conn // clients whose queue a service filled outside their own turn (a broadcast)
+	stopping   bool    // a signal came: nothing more is read or accepted, only what is queued is sent
+	tr         *tracing.Recorder
 }
 
 // newPoller creates the epoll instance: an fd whose interest list lives in the kernel.
@@ -230,26 +271,39 @@ const (
 	writeEvents = unix.EPOLLOUT | unix.EPOLLERR | unix.EPOLLHUP
 )
 
-// serve is the event loop: register the listener once, then ask epoll which sockets are ready, handle
-// exactly those, and keep the interest list in step with what each client waits for.
-func serve(ln int, p *poller, svc service, sndbuf int) error {
+// serve is the event loop: register the listener and the signal pipe once, then ask epoll which
+// sockets are ready, handle exactly those, and keep the interest list in step with what each client
+// waits for. It returns when a signal has stopped it and every client is closed.
+func serve(ln, sig int, p *poller, svc service, sndbuf int) error {
 	tr := p.tr
-	if err := unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, ln, &unix.EpollEvent{Events: unix.EPOLLIN | p.mode, Fd: int32(ln)}); err != nil {
-		return fmt.Errorf("epoll_ctl: %w", err)
+	for _, fd := range []int{ln, sig} {
+		if err := p.add(fd, unix.EPOLLIN|p.mode); err != nil {
+			return fmt.Errorf("epoll_ctl: %w", err)
+		}
 	}
-	tr.EpollCtl(unix.EPOLL_CTL_ADD, ln, unix.EPOLLIN|p.mode)
-	// One fd kept spare for the moment the others run out (see refuse). The Go runtime opens an epoll
+	// One fd kept spare for the moment the others run out (see accept). The Go runtime opens an epoll
 	// fd of its own the first time it needs a timer; if that moment came while the fds were out, the
 	// runtime would die ("netpollinit failed"). A nanosecond's sleep makes it come now.
 	time.Sleep(time.Nanosecond)
-	spare, err := openSpare()
+	spare, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("spare fd: %w", err)
+		return fmt.Errorf("open the spare fd: %w", err)
 	}
+	var stopBy time.Time                   // when stopping: the moment to give up on sending what is queued
 	events := make([]unix.EpollEvent, 128) // room for this many ready sockets per wait; more wait their turn
 	for {
-		tr.EpollWait(len(p.clients) + 1)
-		n, err := epollWait(p.ep, events)
+		if p.stopping && (time.Now().After(stopBy) || !p.anyBusy()) {
+			for _, c := range p.byFD() {
+				drop(c, tr)
+				tr.Close(c.fd, "shutdown")
+				p.forget(c)
+			}
+			unix.Close(sig)
+			unix.Close(spare)
+			return nil
+		}
+		tr.EpollWait(p.registered)
+		n, err := epollWait(p.ep, events, stopBy)
 		if err != nil {
 			return fmt.Errorf("epoll_wait: %w", err)
 		}
@@ -257,7 +311,8 @@ func serve(ln int, p *poller, svc service, sndbuf int) error {
 
 		// Only what is ready comes back: no list to rebuild, no scan over every client.
 		for _, ev := range events[:n] {
-			if int(ev.Fd) == ln {
+			switch fd := int(ev.Fd); {
+			case fd == ln && !p.stopping:
 				for {
 					c, more := accept(ln, &spare, sndbuf, svc.full, tr)
 					if c != nil && p.watch(c) && svc.join != nil {
@@ -267,9 +322,26 @@ func serve(ln int, p *poller, svc service, sndbuf int) error {
 						break // level-triggered: epoll reports the listener again while clients wait
 					}
 				}
-			} else if c := p.clients[int(ev.Fd)]; c != nil {
+			case fd == sig && !p.stopping:
+				var b [1]byte
+				unix.Read(sig, b[:])
+				tr.Note("signal", "%s: stop accepting, send what is queued (at most %v), then exit", unix.SignalName(unix.Signal(b[0])), shutdownGrace)
+				p.remove(ln)
+				unix.Close(ln)
+				tr.Close(ln, "shutdown")
+				p.remove(sig)
+				stopBy = time.Now().Add(shutdownGrace)
+				p.stopping = true
+				for _, c := range p.byFD() {
+					p.touch(c) // none is read from any more
+				}
+				if svc.stop != nil {
+					svc.stop()
+				}
+			case p.clients[fd] != nil:
+				c := p.clients[fd]
 				open := true
-				if c.reading() && ev.Events&readEvents != 0 {
+				if !p.stopping && c.reading() && ev.Events&readEvents != 0 {
 					for c.drained = false; open && c.reading() && !c.drained; {
 						open = svc.read(c)
 						if p.mode != unix.EPOLLET {
@@ -281,7 +353,7 @@ func serve(ln int, p *poller, svc service, sndbuf int) error {
 					open = svc.write(c) // writes until the queue is empty or EAGAIN, in either mode
 				}
 				if open {
-					p.touched = append(p.touched, c)
+					p.touch(c) // its reads and writes may have changed what it waits for
 				} else {
 					p.forget(c)
 				}
@@ -299,12 +371,17 @@ func serve(ln int, p *poller, svc service, sndbuf int) error {
 	}
 }
 
-// epollWait waits, with no timeout, until something in the interest list is ready, and returns how
-// many events it wrote. A signal (the Go runtime sends them to preempt goroutines) ends the wait with
-// EINTR and n = -1: then it asks again. Unlike select's sets, nothing it was given was overwritten.
-func epollWait(ep int, events []unix.EpollEvent) (int, error) {
+// epollWait waits until something in the interest list is ready, with no timeout, or until deadline
+// if it is set (when stopping), and returns how many events it wrote. A signal (the Go runtime sends
+// them to preempt goroutines) ends the wait with EINTR and n = -1: then it asks again, with what is
+// left of the time. Unlike select's sets, nothing it was given was overwritten.
+func epollWait(ep int, events []unix.EpollEvent, deadline time.Time) (int, error) {
 	for {
-		n, err := unix.EpollWait(ep, events, -1)
+		timeout := -1 // milliseconds; -1: none
+		if !deadline.IsZero() {
+			timeout = int((max(time.Until(deadline), 0) + time.Millisecond - 1) / time.Millisecond)
+		}
+		n, err := unix.EpollWait(ep, events, timeout)
 		if err != unix.EINTR {
 			return n, err
 		}
@@ -316,7 +393,7 @@ func epollWait(ep int, events []unix.EpollEvent) (int, error) {
 // while its queue is not empty. EPOLLOUT with an empty queue would wake the loop for nothing.
 func (p *poller) interest(c *conn) uint32 {
 	var events uint32
-	if c.reading() {
+	if c.reading() && !p.stopping {
 		events |= unix.EPOLLIN | unix.EPOLLRDHUP
 	}
 	if c.pending() > 0 {
@@ -325,23 +402,59 @@ func (p *poller) interest(c *conn) uint32 {
 	return events | p.mode
 }
 
+// add puts fd in the interest list, asking for events, and says so in the trace.
+func (p *poller) add(fd int, events uint32) error {
+	if err := unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: events, Fd: int32(fd)}); err != nil {
+		return err
+	}
+	p.registered++
+	p.tr.EpollCtl(unix.EPOLL_CTL_ADD, fd, events)
+	return nil
+}
+
+// remove takes fd out of the interest list. It is not traced: it always comes with a close line
+// (DEL before close: epoll watches the open file, not the fd number, and a copy of it left open
+// elsewhere, a dup or a child's, would keep its events coming for a number that is no longer ours).
+func (p *poller) remove(fd int) {
+	unix.EpollCtl(p.ep, unix.EPOLL_CTL_DEL, fd, nil)
+	p.registered--
+}
+
 // watch adds a new client to the interest list. If the kernel cannot take one more (ENOMEM, or ENOSPC
 // past fs.epoll.max_user_watches), the client is closed, and the others are served as before.
 func (p *poller) watch(c *conn) bool {
 	c.events = p.interest(c)
-	if err := unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, c.fd, &unix.EpollEvent{Events: c.events, Fd: int32(c.fd)}); err != nil {
+	if err := p.add(c.fd, c.events); err != nil {
 		p.tr.Error(c.fd, "epoll_ctl", err)
 		unix.Close(c.fd)
 		p.tr.Close(c.fd, "error")
 		return false
 	}
-	p.tr.EpollCtl(unix.EPOLL_CTL_ADD, c.fd, c.events)
 	p.clients[c.fd] = c
 	return true
 }
 
 // touch notes that c's queue changed outside c's own turn: the loop will update its registration.
 func (p *poller) touch(c *conn) { p.touched = append(p.touched, c) }
+
+// byFD returns the clients in order of fd: an order that is the same on every run, for the trace.
+func (p *poller) byFD() []*conn {
+	var cs []*conn
+	for _, fd := range slices.Sorted(maps.Keys(p.clients)) {
+		cs = append(cs, p.clients[fd])
+	}
+	return cs
+}
+
+// anyBusy reports whether some client still has something to send.
+func (p *poller) anyBusy() bool {
+	for _, c := range p.clients {
+		if c.busy() {
+			return true
+		}
+	}
+	return false
+}
 
 // followTouched keeps the interest list in step with the clients touched since the last call: one
 // epoll_ctl MOD for each whose wants changed, none for the others. Edge-triggered, a MOD also re-arms:
@@ -363,10 +476,8 @@ func (p *poller) followTouched() error {
 }
 
 // forget takes c out of the interest list, then closes it; the handler's close line stands for both.
-// DEL comes first: epoll watches the open socket, not the fd number, and a copy of the socket left
-// open elsewhere (a dup, a child's) would keep its events coming for a number that is no longer c's.
 func (p *poller) forget(c *conn) {
-	unix.EpollCtl(p.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
+	p.remove(c.fd)
 	unix.Close(c.fd) // B2: a finished client gives its fd back
 	delete(p.clients, c.fd)
 	c.fd = -1
@@ -376,19 +487,35 @@ func (p *poller) forget(c *conn) {
 // there was nobody to take (EAGAIN): edge-triggered, the loop accepts until then.
 func accept(ln int, spare *int, sndbuf int, full string, tr *tracing.Recorder) (c *conn, more bool) {
 	fd, _, err := unix.Accept(ln)
-	switch {
-	case errors.Is(err, unix.EAGAIN):
+	if errors.Is(err, unix.EAGAIN) {
 		tr.Again(ln, "accept") // nobody is waiting (or the client left before we got to it)
 		return nil, false
-	case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
+	}
+	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+		// Out of fds. The client stays in the backlog, so the listener stays ready: level-triggered,
+		// epoll would report it on every wait, a busy loop; edge-triggered, the waiting clients would
+		// hang. Give back the spare fd, take the client with it, tell it why, close it, and take the
+		// spare again. No client to take (EAGAIN) ends an edge-triggered loop of accepts.
 		tr.Error(ln, "accept", err)
-		return nil, refuse(ln, spare, full, tr)
-	case errors.Is(err, unix.ECONNABORTED):
-		tr.Error(ln, "accept", err) // that client left while it waited: take the next
-		return nil, true
-	case err != nil:
-		tr.Error(ln, "accept", err)
-		return nil, false
+		unix.Close(*spare)
+		fd, _, err = unix.Accept(ln)
+		switch {
+		case err == nil:
+			tr.Accept(fd)
+			unix.Write(fd, []byte(full))
+			unix.Close(fd)
+			tr.Close(fd, "refused: out of fds")
+		case errors.Is(err, unix.EAGAIN):
+			tr.Again(ln, "accept")
+		default:
+			tr.Error(ln, "accept", err)
+		}
+		*spare, _ = unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		return nil, err == nil
+	}
+	if err != nil {
+		tr.Error(ln, "accept", err) // ECONNABORTED: that client left while it waited; take the next
+		return nil, errors.Is(err, unix.ECONNABORTED)
 	}
 	unix.CloseOnExec(fd)
 	unix.SetNonblock(fd, true) // a write takes what fits and returns, instead of stalling the loop (B3)
@@ -397,37 +524,6 @@ func accept(ln int, spare *int, sndbuf int, full string, tr *tracing.Recorder) (
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf)
 	}
 	return &conn{fd: fd}, true
-}
-
-// refuse is what accept does when the process is out of fds (EMFILE; ENFILE: the whole system is).
-// The client stays in the backlog, so the listener stays ready: level-triggered, epoll would report it
-// on every wait, a busy loop that accepts nobody; edge-triggered, the waiting clients would hang. So
-// the loop keeps one fd spare for this moment: give it back, accept the client with it, tell the
-// client and close it, then take the spare again. It reports whether there was a client to refuse.
-func refuse(ln int, spare *int, full string, tr *tracing.Recorder) bool {
-	unix.Close(*spare)
-	fd, _, err := unix.Accept(ln)
-	switch {
-	case err == nil:
-		tr.Accept(fd)
-		unix.Write(fd, []byte(full))
-		unix.Close(fd)
-		tr.Close(fd, "refused: out of fds")
-	case errors.Is(err, unix.EAGAIN):
-		tr.Again(ln, "accept") // the backlog was empty after all
-	default:
-		tr.Error(ln, "accept", err)
-	}
-	var spareErr error
-	if *spare, spareErr = openSpare(); spareErr != nil {
-		tr.Note("spare", "cannot reopen the spare fd: %v", spareErr) // the next EMFILE will find none
-	}
-	return err == nil
-}
-
-// openSpare opens the fd that refuse gives back: /dev/null, which costs nothing else.
-func openSpare() (int, error) {
-	return unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 }
 
 // relay reads what c sent, cuts it into lines and handles each: a line to say is queued for the

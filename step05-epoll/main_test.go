@@ -43,6 +43,7 @@ var echoScenarios = []struct{ name, until string }{
 	{"half-close", ""},
 	{"queued-chunks", ""},
 	{"reset", ""},
+	{"shutdown", ""},
 	{"slow-reader", "<< c2 \"still there?\\n\"\n"},
 }
 
@@ -201,6 +202,30 @@ func TestRoomDiffFromStep04IsOnlyTheLoop(t *testing.T) {
 			loop := []*regexp.Regexp{loopLines}
 			sameReactions(t, "step04 -> step05 changes more than the loop's lines", before, lt, loop, loop)
 			sameReactions(t, "LT -> ET changes more than the loop's lines and the reads until EAGAIN", lt, et, loop, []*regexp.Regexp{loopLines, etLines})
+		})
+	}
+}
+
+// SIGTERM: the server stops accepting and reading, tells the room, sends what is queued, closes every
+// member and exits 0 (as step04 does).
+func TestStopTellsTheRoom(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			s := tracetest.Open(t, ".", m.args...)
+			tracetest.Do(t, s, fmt.Sprintf(`
+connect c1
+expect-line c1 %q
+connect c2
+expect-line c2 %q
+expect-line c1 "* guest2 joined"
+signal TERM
+expect-line c1 "* the server is stopping"
+expect-line c2 "* the server is stopping"
+expect-eof c1
+expect-eof c2
+expect-exit 0
+`, fmt.Sprintf(welcome, "guest1"), fmt.Sprintf(welcome, "guest2")))
+			tracetest.Compare(t, filepath.Join("testdata", "room-stop"+m.suffix+".trace"), s.Transcript())
 		})
 	}
 }
@@ -510,10 +535,10 @@ func TestEMFILE_RefusedClearlyNoSpinServiceResumes(t *testing.T) {
 			srv := s.Server()
 			tracetest.Do(t, s, "connect c1\nsend c1 \"hello\\n\"\nexpect c1 \"hello\\n\"")
 			baseline := srv.OpenFDs()
-			limitFDs(t, srv.Pid())
+			limitFDs(t, srv)
 			cpu := srv.CPUTime()
 			tracetest.Do(t, s, `connect c2
-expect-line c2 "server full: out of file descriptors, try again later"
+expect-line c2 "server busy: out of file descriptors, try again later"
 expect-eof c2
 send c1 "still here\n"
 expect c1 "still here\n"
@@ -541,7 +566,7 @@ expect c3 "my turn\n"`)
 				rushed = append(rushed, c)
 			}
 			for i, c := range rushed {
-				if line, err := c.ReadLine(10 * time.Second); err != nil || !strings.HasPrefix(line, "server full") {
+				if line, err := c.ReadLine(10 * time.Second); err != nil || !strings.HasPrefix(line, "server busy") {
 					t.Fatalf("rushing client %d got %q, %v", i, line, err)
 				}
 			}
@@ -574,7 +599,7 @@ expect c3 "my turn\n"`)
 func TestEMFILE_RoomRefusesWithANotice(t *testing.T) {
 	s := tracetest.Open(t, ".")
 	tracetest.Do(t, s, "connect c1\nexpect-line c1 \""+fmt.Sprintf(welcome, "guest1")+"\"")
-	limitFDs(t, s.Server().Pid())
+	limitFDs(t, s.Server())
 	tracetest.Do(t, s, `connect c2
 expect-line c2 "* the room is full: the server is out of file descriptors, try again later"
 expect-eof c2
@@ -584,23 +609,23 @@ expect-line c1 "* in the room: guest1"`)
 
 const welcome = "* welcome, %s; commands: /nick NAME, /who, /msg NAME TEXT, /quit"
 
-// limitFDs lowers the soft RLIMIT_NOFILE of process pid to the lowest fd number it does not use:
-// from then on it can open nothing more, until it closes something. (prlimit on the running server:
-// a lowered limit set before starting it would not do, as a Go program raises its soft limit to the
-// hard one at start.)
-func limitFDs(t *testing.T, pid int) {
+// limitFDs lowers the server's soft RLIMIT_NOFILE (with prlimit(2), once it is up) to the lowest fd
+// number it does not use: from then on it can open nothing more, until it closes something. (A limit
+// set before starting it would not do: a Go program raises its soft limit to the hard one at start.)
+func limitFDs(t *testing.T, srv *replay.Server) {
 	t.Helper()
-	fds := openFDs(t, pid)
 	free := 0
-	for fds[free] != "" {
-		free++
+	for _, fd := range srv.FDs() {
+		if fd == free {
+			free++
+		}
 	}
 	var lim unix.Rlimit
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &lim); err != nil {
+	if err := unix.Prlimit(srv.Pid(), unix.RLIMIT_NOFILE, nil, &lim); err != nil {
 		t.Fatal(err)
 	}
 	lim.Cur = uint64(free)
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+	if err := unix.Prlimit(srv.Pid(), unix.RLIMIT_NOFILE, &lim, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -621,7 +646,7 @@ func TestRuntimePollerOpenedAtStart(t *testing.T) {
 }
 
 // The interest list, read from the kernel (/proc/PID/fdinfo of the server's epoll fd), follows the
-// clients: c1 is watched for reading only, c2 (whose echo is stuck: it does not read) also for
+// clients: besides the listener and the signal pipe, c1 is watched for reading only, c2 (whose echo is stuck: it does not read) also for
 // writing, and the clients that left are gone from it. The kernel adds ERR and HUP to every entry.
 func TestInterestListFollowsTheClients(t *testing.T) {
 	for _, m := range modes {
@@ -639,12 +664,12 @@ reset c4`)
 			if m.name == "ET" {
 				base |= unix.EPOLLET
 			}
-			want := []uint32{unix.EPOLLIN, unix.EPOLLIN | unix.EPOLLRDHUP, unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLOUT}
+			want := []uint32{unix.EPOLLIN, unix.EPOLLIN, unix.EPOLLIN | unix.EPOLLRDHUP, unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLOUT}
 			for i := range want {
 				want[i] |= base
 			}
-			if len(list) != 3 || list[0] != want[0] || list[1] != want[1] || list[2] != want[2] {
-				t.Fatalf("interest list (events of listener, c1, c2 by fd) = %v, want %v\n%s", hex(list), hex(want), s.Transcript())
+			if !slices.Equal(list, want) {
+				t.Fatalf("interest list (events of listener, signals, c1, c2, by fd) = %v, want %v\n%s", hex(list), hex(want), s.Transcript())
 			}
 		})
 	}

@@ -69,7 +69,7 @@ var epollBits = []struct {
 }
 
 // EpollEvents names a set of epoll event bits without the EPOLL prefix: "IN|RDHUP", "OUT", "IN|ET".
-// Bits it does not know are shown in hex; no bits at all is "0".
+// Bits it does not know are shown in hex; no bits at all is "none".
 func EpollEvents(events uint32) string {
 	var names []string
 	for _, b := range epollBits {
@@ -82,7 +82,7 @@ func EpollEvents(events uint32) string {
 		names = append(names, "0x"+strconv.FormatUint(uint64(events), 16))
 	}
 	if len(names) == 0 {
-		return "0"
+		return "none"
 	}
 	return strings.Join(names, "|")
 }

@@ -45,7 +45,7 @@ func TestEpollEventNames(t *testing.T) {
 		events uint32
 		want   string
 	}{
-		{0, "0"},
+		{0, "none"},
 		{unix.EPOLLIN | unix.EPOLLERR | unix.EPOLLHUP, "IN|ERR|HUP"},
 		{unix.EPOLLOUT | 1<<20, "OUT|0x100000"},
 	} {

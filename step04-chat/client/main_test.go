@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"muxlab/tracing/replay"
 	"muxlab/tracing/tracetest"
 )
 
@@ -34,7 +35,8 @@ type proc struct {
 	lines  chan string // stdout, line by line; closed at EOF
 	stderr bytes.Buffer
 	exited chan struct{}
-	err    error // from Wait, once exited is closed
+	err    error    // from Wait, once exited is closed
+	screen []string // what the test typed ("typed: ...") and what the client printed, in order
 }
 
 func startClient(t *testing.T, addr string) *proc {
@@ -74,6 +76,11 @@ func (p *proc) send(s string) {
 	if _, err := io.WriteString(p.stdin, s); err != nil {
 		p.t.Fatalf("writing to the client's stdin: %v", err)
 	}
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if l != "" {
+			p.screen = append(p.screen, "(typed) "+strings.TrimSuffix(l, "\n"))
+		}
+	}
 }
 
 // expectLine waits for the client to print want as its next line.
@@ -87,6 +94,7 @@ func (p *proc) expectLine(want string) {
 		if got != want {
 			p.t.Fatalf("client printed %q, want %q", got, want)
 		}
+		p.screen = append(p.screen, got)
 	case <-time.After(within):
 		p.t.Fatalf("client did not print %q within %v", want, within)
 	}
@@ -349,3 +357,102 @@ var (
 	windowsExe  []byte
 	windowsErr  error
 )
+
+// chatServer starts the real step04 server, tracing off, on a free loopback port.
+func chatServer(t *testing.T) *replay.Server {
+	t.Helper()
+	srv, err := replay.Start(tracetest.Binary(t, ".."), "-trace=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Kill)
+	return srv
+}
+
+// A real session: three people at the real client, typing through pipes, against the real server.
+// Each waits for what the others should see before the next one types, so the screens are the same
+// on every run; they are kept in testdata/three-clients.screens (docs/04-chat.md shows them).
+func TestThreeClientsAgainstTheServer(t *testing.T) {
+	srv := chatServer(t)
+	alice := startClient(t, srv.Addr)
+	alice.expectLine("* welcome, guest1; commands: /nick NAME, /who, /msg NAME TEXT, /quit")
+	alice.send("/nick alice\n")
+	alice.expectLine("* you are now alice")
+
+	bob := startClient(t, srv.Addr)
+	bob.expectLine("* welcome, guest2; commands: /nick NAME, /who, /msg NAME TEXT, /quit")
+	alice.expectLine("* guest2 joined")
+	bob.send("/nick bob\n")
+	bob.expectLine("* you are now bob")
+	alice.expectLine("* guest2 is now bob")
+
+	carol := startClient(t, srv.Addr)
+	carol.expectLine("* welcome, guest3; commands: /nick NAME, /who, /msg NAME TEXT, /quit")
+	alice.expectLine("* guest3 joined")
+	bob.expectLine("* guest3 joined")
+	carol.send("/nick carol\n")
+	carol.expectLine("* you are now carol")
+	alice.expectLine("* guest3 is now carol")
+	bob.expectLine("* guest3 is now carol")
+
+	alice.send("hello, bob and carol\n")
+	bob.expectLine("alice: hello, bob and carol")
+	carol.expectLine("alice: hello, bob and carol")
+	bob.send("/msg carol lunch at noon?\n")
+	carol.expectLine("bob (private): lunch at noon?")
+	carol.send("/who\n")
+	carol.expectLine("* in the room: alice, bob, carol")
+	carol.send("sounds good\n")
+	alice.expectLine("carol: sounds good")
+	bob.expectLine("carol: sounds good")
+
+	// Bob's input ends (the end of his pipe, or Ctrl-D): his client half-closes and exits 0 once the
+	// server has closed too.
+	bob.stdin.Close()
+	alice.expectLine("* bob left")
+	carol.expectLine("* bob left")
+	bobErr := bob.expectExit(0)
+
+	// Carol types /quit.
+	carol.send("/quit\n")
+	carol.expectLine("* bye")
+	alice.expectLine("* carol left")
+	carolErr := carol.expectExit(0)
+
+	// The server stops (SIGTERM). Alice did not ask to leave: her client says why it ends (B17).
+	if err := srv.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	alice.expectLine("* the server is stopping")
+	aliceErr := alice.expectExit(1)
+
+	var b strings.Builder
+	b.WriteString("# Three real clients (go run ./step04-chat/client) against the real server, stdin a pipe.\n")
+	b.WriteString("# \"(typed)\" lines are what went into a client's stdin; the rest is what it printed (stdout, then\n")
+	b.WriteString("# stderr at exit), and its exit status. ADDR is the server's address.\n")
+	for _, who := range []struct {
+		name   string
+		p      *proc
+		stderr string
+	}{{"alice", alice, aliceErr}, {"bob", bob, bobErr}, {"carol", carol, carolErr}} {
+		fmt.Fprintf(&b, "\n=== %s's screen\n", who.name)
+		for _, l := range who.p.screen {
+			b.WriteString(l + "\n")
+		}
+		b.WriteString(strings.ReplaceAll(who.stderr, srv.Addr, "ADDR"))
+		fmt.Fprintf(&b, "(exit status %d)\n", who.p.cmd.ProcessState.ExitCode())
+	}
+	tracetest.Compare(t, filepath.Join("testdata", "three-clients.screens"), b.String())
+}
+
+// B17 against the real server: when the server dies, the client says so at once and exits 1.
+func TestB17_ClientExitsWhenTheRealServerDies(t *testing.T) {
+	srv := chatServer(t)
+	c := startClient(t, srv.Addr)
+	c.expectLine("* welcome, guest1; commands: /nick NAME, /who, /msg NAME TEXT, /quit")
+	srv.Kill()
+	if stderr := c.expectExit(1); !strings.Contains(stderr, "the server closed the connection") &&
+		!strings.Contains(stderr, "the server reset the connection") {
+		t.Errorf("stderr does not say the server went away:\n%s", stderr)
+	}
+}

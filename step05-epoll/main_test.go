@@ -370,9 +370,12 @@ func TestET_ReadThatStopsEarlyIsNotReportedAgain(t *testing.T) {
 
 // The guard on the correct code: a burst that takes several reads arrives while the server cannot
 // look (it is stopped with SIGSTOP), so epoll has one edge to report for all of it. The server must
-// read it all in that one turn, until EAGAIN; had it stopped after one read, the rest would wait for
-// an edge that never comes, and c1's expect would time out. The turn is compared with
-// testdata/burst-et.trace; level-triggered (burst.trace) the same burst takes one turn per read.
+// read it all in that one turn, until EAGAIN; had it stopped after one read, this test fails: the turn
+// shows one read and no EAGAIN. (c1 would still get its echo here, by luck: the read queues bytes, the
+// MOD that adds OUT re-arms c1, and epoll reports the rest. In the room a sender's read queues nothing
+// for the sender, so nothing re-arms it, and the rest of its burst waits until it sends again.) The
+// turn is compared with testdata/burst-et.trace; level-triggered (burst.trace) the same burst takes
+// one turn per read.
 func TestET_BurstIsReadUntilEAGAIN(t *testing.T) {
 	const burst = 100000 // more than one read of 64 KiB, less than the server's receive buffer holds (about 128 KB)
 	for _, m := range modes {

@@ -193,9 +193,17 @@ func (s *Server) Exited() bool {
 func (s *Server) Settle(from int, woke bool, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
-		asleep := s.Exited() || allAsleep(s.Pid()) // look at the threads first, then at the pipe
+		// Look at the threads first, then at the pipe. A server blocked writing to a full pipe looks
+		// asleep too, but then the pipe held bytes at that moment, which are read after it: counting
+		// every byte received since before the look (not just what this drain read, since
+		// drainForever may have read them) tells the two apart.
 		s.mu.Lock()
-		fresh := s.drainLocked()
+		before := len(s.trace)
+		s.mu.Unlock()
+		asleep := s.Exited() || allAsleep(s.Pid())
+		s.mu.Lock()
+		s.drainLocked()
+		fresh := len(s.trace) - before
 		lines, last := s.lines, s.lastLineLocked()
 		partial := len(s.trace) > 0 && s.trace[len(s.trace)-1] != '\n'
 		s.mu.Unlock()
@@ -207,8 +215,8 @@ func (s *Server) Settle(from int, woke bool, within time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("server did not settle within %v (reacted=%v, asleep=%v); last trace line: %s",
-				within, reacted, asleep, last)
+			return fmt.Errorf("server did not settle within %v (reacted=%v, asleep=%v, still tracing=%v); last trace line: %s",
+				within, reacted, asleep, fresh > 0, last)
 		}
 		// Wait for more trace output, or 1 ms for the server's threads to go to sleep.
 		fds := []unix.PollFd{{Fd: int32(s.traceR), Events: unix.POLLIN}}

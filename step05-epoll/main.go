@@ -519,6 +519,9 @@ func accept(ln int, spare *int, sndbuf int, full string, tr *tracing.Recorder) (
 	}
 	unix.CloseOnExec(fd)
 	unix.SetNonblock(fd, true) // a write takes what fits and returns, instead of stalling the loop (B3)
+	// No Nagle: it holds a short write back until the previous one is acknowledged, and a member who
+	// only listens acknowledges late (delayed ACK, up to 40 ms). Go's net package turns it off too.
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	tr.Accept(fd)
 	if sndbuf > 0 {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf)

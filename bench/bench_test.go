@@ -51,7 +51,7 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	page := report(res)
-	for _, section := range []string{"## Echo", "## Scan", "```mermaid", "## Idle memory", "## Chat fan-out", "## Tracing cost"} {
+	for _, section := range []string{"## Echo", "## Scan", "```mermaid", "## Idle memory", "## Chat fan-out", "## Tracing cost", "## Targets"} {
 		if !strings.Contains(page, section) {
 			t.Errorf("report has no %q", section)
 		}

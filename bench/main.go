@@ -128,6 +128,7 @@ type results struct {
 	cfg     config
 	root    string
 	machine string
+	load    [2]string // the load average (/proc/loadavg) when the run started and when it ended
 	started time.Time
 	took    time.Duration
 	source  string   // what code was measured
@@ -168,7 +169,7 @@ func runSuite(cfg config, log io.Writer) (*results, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &results{cfg: cfg, root: root, started: time.Now(), machine: machine(),
+	res := &results{cfg: cfg, root: root, started: time.Now(), machine: machine(), load: [2]string{loadAverage()},
 		echo: map[echoPoint]map[string]*echoCell{}, scan: map[string]map[int]*scanCell{},
 		chat: map[string]*chatCell{}, tracing: map[string]sample{}}
 	if err := raiseFDLimit(); err != nil {
@@ -239,6 +240,7 @@ func runSuite(cfg config, log io.Writer) (*results, error) {
 		}
 	}
 	res.took = time.Since(res.started)
+	res.load[1] = loadAverage()
 	return res, nil
 }
 
@@ -289,6 +291,16 @@ func machine() string {
 	}
 	return fmt.Sprintf("%d cores (%s), Linux %s, %s %s/%s", runtime.NumCPU(), model,
 		unix.ByteSliceToString(u.Release[:]), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// loadAverage is how busy the machine was over the last 1, 5 and 15 minutes (runnable threads, all
+// processes): above the number of cores, something besides the bench competed for them.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
 }
 
 // turn returns progs rotated by rep: each repetition starts with a different server.

@@ -325,6 +325,9 @@ func accept(ln int, spare *int, sndbuf int, tr *tracing.Recorder) (*conn, bool) 
 	}
 	unix.CloseOnExec(fd)
 	unix.SetNonblock(fd, true) // a write takes what fits and returns, instead of stalling the loop (B3)
+	// No Nagle: it holds a short write back until the previous one is acknowledged, and a member who
+	// only listens acknowledges late (delayed ACK, up to 40 ms). Go's net package turns it off too.
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	tr.Accept(fd)
 	if fd >= fdSetSize {
 		// FdSet.Set would panic (or, in C, write past the set). Refuse this one client; serve the rest (B19).
@@ -503,13 +506,14 @@ func (rm *room) traceQueued() {
 }
 
 // putOutSlow puts out, at the end of a turn, every member that does not read as fast as the room
-// talks: its socket is full (the last write hit EAGAIN) and its queue still holds the limit or more.
+// talks: its queue holds the limit or more and its socket is full (the last write hit EAGAIN, or the
+// kernel says it has no room: short lines can fill a socket without any write coming up short).
 // Waiting for it would freeze the room, as the seed's sendall did (B13); queueing forever would let
 // one member use up the server's memory. A burst of lines to a member that reads is not enough: its
 // socket takes them on the next turn. So a queue holds at most the limit plus what one turn brings.
 func (rm *room) putOutSlow() {
 	for _, c := range rm.clients {
-		if c.fd >= 0 && c.full && c.pending() >= rm.maxQueue {
+		if c.fd >= 0 && c.pending() >= rm.maxQueue && (c.full || !hasRoom(c.fd)) {
 			rm.tr.Event("too-slow", c.fd, "socket full and %d bytes pending >= limit %d", c.pending(), rm.maxQueue)
 			rm.leave(c, "was put out: too slow to read")
 			drop(c, rm.tr)
@@ -570,4 +574,13 @@ func drop(c *conn, tr *tracing.Recorder) {
 		tr.Event("drop", c.fd, "%d pending bytes", c.pending())
 	}
 	c.out, c.sent = nil, 0
+}
+
+// hasRoom asks the kernel, without waiting, whether fd's socket would be reported writable. A socket
+// stops being reported writable while a third of its buffer is still free, so a queue of short lines
+// can fill it with writes that each took every byte: no EAGAIN, and full stays false.
+func hasRoom(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	_, err := unix.Poll(fds, 0)
+	return err != nil || fds[0].Revents&(unix.POLLOUT|unix.POLLERR|unix.POLLHUP) != 0
 }

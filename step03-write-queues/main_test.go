@@ -234,7 +234,9 @@ func TestB8_OneTurnHandlesEveryReadyClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Kill(srv.Pid(), unix.SIGCONT)
-	waitStopped(t, srv.Pid())
+	if err := srv.WaitStopped(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Client("c1").Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -570,32 +572,6 @@ func unified(nameA, nameB string, script []edit, context int) string {
 		k = end
 	}
 	return b.String()
-}
-
-// waitStopped waits until every thread of process pid is stopped (state T), for at most 10 s.
-func waitStopped(t *testing.T, pid int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		stopped := 0
-		for _, task := range tasks {
-			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
-			if i := strings.LastIndexByte(string(stat), ')'); err == nil && i > 0 && i+2 < len(stat) && stat[i+2] == 'T' {
-				stopped++
-			}
-		}
-		if stopped == len(tasks) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server did not stop within 10s after SIGSTOP (%d of %d threads stopped)", stopped, len(tasks))
-		}
-		time.Sleep(time.Millisecond) // polling /proc: there is no event to wait on
-	}
 }
 
 func exitCode(err error) int {

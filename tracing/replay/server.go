@@ -229,10 +229,26 @@ func (s *Server) Settle(from int, woke bool, within time.Duration) error {
 // program waits for the outside world. On systems without /proc it cannot tell and says yes: new trace
 // lines alone then pace the replay.
 func allAsleep(pid int) bool {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	states, err := threadStates(pid)
 	if err != nil {
 		return true
 	}
+	for _, state := range states {
+		if state != 'S' && state != 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// threadStates returns the state letter of each thread of process pid, from /proc/PID/task/TID/stat
+// (R running, S sleeping, T stopped, Z zombie, ...).
+func threadStates(pid int) ([]byte, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, err
+	}
+	var states []byte
 	for _, t := range tasks {
 		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
 		if err != nil {
@@ -243,11 +259,30 @@ func allAsleep(pid int) bool {
 		if i < 0 || i+2 >= len(stat) {
 			continue
 		}
-		if state := stat[i+2]; state != 'S' && state != 'Z' {
-			return false
-		}
+		states = append(states, stat[i+2])
 	}
-	return true
+	return states, nil
+}
+
+// WaitStopped waits up to within until every thread of the server is stopped (state T), as after
+// SIGSTOP: the signal is delivered to each thread in its own time, and there is no event to wait on,
+// so it polls /proc every millisecond.
+func (s *Server) WaitStopped(within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		states, err := threadStates(s.Pid())
+		if err != nil {
+			return err
+		}
+		stopped := bytes.Count(states, []byte{'T'})
+		if stopped == len(states) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the server did not stop within %v (%d of %d threads stopped)", within, stopped, len(states))
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Signal sends the server a signal.

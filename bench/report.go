@@ -40,7 +40,7 @@ func report(res *results) string {
 	// Echo.
 	p("## Echo: ping-pong\n\n")
 	p("Each connection keeps one message in flight: write it, read the echo, check it, send the next. A fresh server for every run; %v of traffic before a %v window.\n\n", cfg.warm, cfg.window)
-	p("The last two columns compare each server with the goroutine baseline measured in the same run: the ratio of the medians, below 1 where the server is cheaper or faster.\n\n")
+	p("The last two columns compare each server with the goroutine baseline measured in the same run: the ratio of the medians: CPU below 1 where the server is cheaper per message, msg/s above 1 where it is faster.\n\n")
 	p("| conns | size | server | msg/s | p50 µs | p99 µs | server CPU µs/msg | CPU/msg ÷ baseline | msg/s ÷ baseline |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, conns := range cfg.echoConns {
 		for _, size := range cfg.echoSizes {

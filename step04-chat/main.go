@@ -487,9 +487,12 @@ func (rm *room) broadcast(from *conn, line string) {
 
 // say queues one line for c. It never writes: the loop does, when select says c is writable.
 func (rm *room) say(c *conn, line string) {
-	// Bytes already sent are dropped first, so the queue holds only what is pending.
-	c.out = append(c.out[:0], c.out[c.sent:]...)
-	c.sent = 0
+	// Bytes already sent are dropped first, so the queue holds only what is pending; only if there are
+	// some: copying the whole queue onto itself for every line made each line cost as much as the queue.
+	if c.sent > 0 {
+		c.out = append(c.out[:0], c.out[c.sent:]...)
+		c.sent = 0
+	}
 	c.out = append(append(c.out, line...), '\n')
 	c.told += len(line) + 1
 }

@@ -61,7 +61,8 @@ func echo(c *conn, buf []byte, high int, tr *tracing.Recorder) bool {
 }
 
 // flush writes c's queue from the cursor on, until the queue is empty or the socket is full: epoll
-// said c is writable, so the first write takes something (B6); each write may take less than it was
+// said c is writable, or was not watching it yet, and a nonblocking write to a socket with no room
+// says EAGAIN instead of stalling the loop (B6); each write may take less than it was
 // given, and the rest stays queued, in order, for the next time c is writable (B7). It reports false
 // when c is finished.
 func flush(c *conn, low int, tr *tracing.Recorder) bool {

@@ -51,9 +51,9 @@ func TestSeedDiffFromStep02IsOnlyTheWriteList(t *testing.T) {
 		t.Fatalf("%d of %d select lines watch the signal pipe: it must be watched on every turn", m, n)
 	}
 	after = strings.ReplaceAll(after, "read=[listener signals", "read=[listener")
-	script := editScript(tracing.Lines(before), tracing.Lines(after))
-	tracetest.Compare(t, filepath.Join("testdata", "seed-vs-step02.diff"), render(script))
-	removed, added := lineDiff(tracing.Lines(before), tracing.Lines(after))
+	script := tracetest.EditScript(tracing.Lines(before), tracing.Lines(after))
+	tracetest.Compare(t, filepath.Join("testdata", "seed-vs-step02.diff"), tracetest.Render(script))
+	removed, added := tracetest.LineDiff(tracing.Lines(before), tracing.Lines(after))
 	if len(added) == 0 {
 		t.Fatal("step03 traces the seed exactly as step02 does: the write list does not show")
 	}
@@ -81,8 +81,8 @@ func TestCodeDiffFromStep02(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	script := editScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
-	diff := unified("step02-select-echo/main.go", "step03-write-queues/main.go", script, 3)
+	script := tracetest.EditScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
+	diff := tracetest.Unified("step02-select-echo/main.go", "step03-write-queues/main.go", script, 3)
 	tracetest.Compare(t, filepath.Join("testdata", "step02-to-step03.diff"), diff)
 }
 
@@ -463,115 +463,6 @@ func parseWrite(line string) (write, bool) {
 func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
-}
-
-// An edit is one line of a diff: ' ' in both, '-' only in the old text, '+' only in the new.
-type edit struct {
-	op   byte
-	line string
-}
-
-// editScript turns a into b with the fewest deletions and insertions (a longest common subsequence).
-func editScript(a, b []string) []edit {
-	// common[i][j] is the length of the longest common subsequence of a[i:] and b[j:].
-	common := make([][]int, len(a)+1)
-	for i := range common {
-		common[i] = make([]int, len(b)+1)
-	}
-	for i := len(a) - 1; i >= 0; i-- {
-		for j := len(b) - 1; j >= 0; j-- {
-			if a[i] == b[j] {
-				common[i][j] = common[i+1][j+1] + 1
-			} else {
-				common[i][j] = max(common[i+1][j], common[i][j+1])
-			}
-		}
-	}
-	var script []edit
-	i, j := 0, 0
-	for i < len(a) || j < len(b) {
-		switch {
-		case i < len(a) && j < len(b) && a[i] == b[j]:
-			script = append(script, edit{' ', a[i]})
-			i, j = i+1, j+1
-		case j == len(b) || i < len(a) && common[i+1][j] >= common[i][j+1]:
-			script = append(script, edit{'-', a[i]})
-			i++
-		default:
-			script = append(script, edit{'+', b[j]})
-			j++
-		}
-	}
-	return script
-}
-
-// lineDiff returns the lines only in a and the lines only in b.
-func lineDiff(a, b []string) (onlyA, onlyB []string) {
-	for _, e := range editScript(a, b) {
-		switch e.op {
-		case '-':
-			onlyA = append(onlyA, e.line)
-		case '+':
-			onlyB = append(onlyB, e.line)
-		}
-	}
-	return onlyA, onlyB
-}
-
-// render writes a whole edit script, one line per line of either text, prefixed by its op.
-func render(script []edit) string {
-	var b strings.Builder
-	for _, e := range script {
-		b.WriteString(strings.TrimRight(string(e.op)+" "+e.line, " ") + "\n")
-	}
-	return b.String()
-}
-
-// unified renders the edit script as a unified diff (diff -u) with context lines around each change.
-func unified(nameA, nameB string, script []edit, context int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "--- %s\n+++ %s\n", nameA, nameB)
-	// lineA[k] and lineB[k] are the 1-based line numbers reached before script[k].
-	lineA, lineB := make([]int, len(script)+1), make([]int, len(script)+1)
-	lineA[0], lineB[0] = 1, 1
-	for k, e := range script {
-		lineA[k+1], lineB[k+1] = lineA[k], lineB[k]
-		if e.op != '+' {
-			lineA[k+1]++
-		}
-		if e.op != '-' {
-			lineB[k+1]++
-		}
-	}
-	for k := 0; k < len(script); {
-		if script[k].op == ' ' {
-			k++
-			continue
-		}
-		// A hunk: from context lines before this change to context lines after the last change that
-		// is less than 2*context unchanged lines away.
-		start, end := max(0, k-context), k
-		for end < len(script) {
-			next := end
-			for next < len(script) && script[next].op == ' ' {
-				next++
-			}
-			if next == len(script) || next-end > 2*context {
-				break
-			}
-			for next < len(script) && script[next].op != ' ' {
-				next++
-			}
-			end = next
-		}
-		end = min(len(script), end+context)
-		fmt.Fprintf(&b, "@@ -%d,%d +%d,%d @@\n", lineA[start], lineA[end]-lineA[start], lineB[start], lineB[end]-lineB[start])
-		for _, e := range script[start:end] {
-			b.WriteString(strings.TrimRight(string(e.op)+e.line, " ") + "\n")
-		}
-		k = end
-	}
-	return b.String()
 }
 
 func exitCode(err error) int {

@@ -178,11 +178,11 @@ func TestEchoDiffFromStep03IsOnlyTheLoop(t *testing.T) {
 // testdata/NAME for the lesson to quote, and fails if a changed line matches none of the patterns.
 func storeDiff(t *testing.T, name, a, b string, changes ...*regexp.Regexp) {
 	t.Helper()
-	script := editScript(tracing.Lines(without(a, received)), tracing.Lines(without(b, received)))
-	tracetest.Compare(t, filepath.Join("testdata", name), render(script))
+	script := tracetest.EditScript(tracing.Lines(without(a, received)), tracing.Lines(without(b, received)))
+	tracetest.Compare(t, filepath.Join("testdata", name), tracetest.Render(script))
 	for _, e := range script {
-		if e.op != ' ' && !slices.ContainsFunc(changes, func(p *regexp.Regexp) bool { return p.MatchString(e.line) }) {
-			t.Errorf("%s: a line that is not the loop's changed: %c %q", name, e.op, e.line)
+		if e.Op != ' ' && !slices.ContainsFunc(changes, func(p *regexp.Regexp) bool { return p.MatchString(e.Line) }) {
+			t.Errorf("%s: a line that is not the loop's changed: %c %q", name, e.Op, e.Line)
 		}
 	}
 }
@@ -222,8 +222,8 @@ func TestRoomDiffFromStep04IsOnlyTheLoop(t *testing.T) {
 			sameReactions(t, "LT -> ET changes more than the loop's lines and the reads until EAGAIN", lt, et, loop, []*regexp.Regexp{loopLines, etLines})
 			if name == "room" {
 				// For the lesson: the diff as an instructor sees it, in diff -u form, without the << lines.
-				script := editScript(tracing.Lines(without(before, received)), tracing.Lines(without(lt, received)))
-				diff := unified("step04-chat (select)", "step05-epoll (epoll, level-triggered)", script, 1)
+				script := tracetest.EditScript(tracing.Lines(without(before, received)), tracing.Lines(without(lt, received)))
+				diff := tracetest.Unified("step04-chat (select)", "step05-epoll (epoll, level-triggered)", script, 1)
 				tracetest.Compare(t, filepath.Join("testdata", "room-vs-step04.diff"), diff)
 			}
 		})
@@ -242,8 +242,8 @@ func TestCodeDiffFromStep04(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	script := editScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
-	diff := unified("step04-chat/main.go", "step05-epoll/main.go", script, 3)
+	script := tracetest.EditScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
+	diff := tracetest.Unified("step04-chat/main.go", "step05-epoll/main.go", script, 3)
 	tracetest.Compare(t, filepath.Join("testdata", "step04-to-step05.diff"), diff)
 }
 
@@ -795,100 +795,4 @@ func TestCopiesAreTheOtherSteps(t *testing.T) {
 			t.Error(err)
 		}
 	}
-}
-
-// An edit is one line of a diff: ' ' in both, '-' only in the old text, '+' only in the new.
-type edit struct {
-	op   byte
-	line string
-}
-
-// editScript turns a into b with the fewest deletions and insertions (a longest common subsequence).
-func editScript(a, b []string) []edit {
-	// common[i][j] is the length of the longest common subsequence of a[i:] and b[j:].
-	common := make([][]int, len(a)+1)
-	for i := range common {
-		common[i] = make([]int, len(b)+1)
-	}
-	for i := len(a) - 1; i >= 0; i-- {
-		for j := len(b) - 1; j >= 0; j-- {
-			if a[i] == b[j] {
-				common[i][j] = common[i+1][j+1] + 1
-			} else {
-				common[i][j] = max(common[i+1][j], common[i][j+1])
-			}
-		}
-	}
-	var script []edit
-	i, j := 0, 0
-	for i < len(a) || j < len(b) {
-		switch {
-		case i < len(a) && j < len(b) && a[i] == b[j]:
-			script = append(script, edit{' ', a[i]})
-			i, j = i+1, j+1
-		case j == len(b) || i < len(a) && common[i+1][j] >= common[i][j+1]:
-			script = append(script, edit{'-', a[i]})
-			i++
-		default:
-			script = append(script, edit{'+', b[j]})
-			j++
-		}
-	}
-	return script
-}
-
-// render writes a whole edit script, one line per line of either text, prefixed by its op.
-func render(script []edit) string {
-	var b strings.Builder
-	for _, e := range script {
-		b.WriteString(strings.TrimRight(string(e.op)+" "+e.line, " ") + "\n")
-	}
-	return b.String()
-}
-
-// unified renders the edit script as a unified diff (diff -u) with context lines around each change.
-func unified(nameA, nameB string, script []edit, context int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "--- %s\n+++ %s\n", nameA, nameB)
-	// lineA[k] and lineB[k] are the 1-based line numbers reached before script[k].
-	lineA, lineB := make([]int, len(script)+1), make([]int, len(script)+1)
-	lineA[0], lineB[0] = 1, 1
-	for k, e := range script {
-		lineA[k+1], lineB[k+1] = lineA[k], lineB[k]
-		if e.op != '+' {
-			lineA[k+1]++
-		}
-		if e.op != '-' {
-			lineB[k+1]++
-		}
-	}
-	for k := 0; k < len(script); {
-		if script[k].op == ' ' {
-			k++
-			continue
-		}
-		// A hunk: from context lines before this change to context lines after the last change that
-		// is less than 2*context unchanged lines away.
-		start, end := max(0, k-context), k
-		for end < len(script) {
-			next := end
-			for next < len(script) && script[next].op == ' ' {
-				next++
-			}
-			if next == len(script) || next-end > 2*context {
-				break
-			}
-			for next < len(script) && script[next].op != ' ' {
-				next++
-			}
-			end = next
-		}
-		end = min(len(script), end+context)
-		fmt.Fprintf(&b, "@@ -%d,%d +%d,%d @@\n", lineA[start], lineA[end]-lineA[start], lineB[start], lineB[end]-lineB[start])
-		for _, e := range script[start:end] {
-			b.WriteString(strings.TrimRight(string(e.op)+e.line, " ") + "\n")
-		}
-		k = end
-	}
-	return b.String()
 }

@@ -352,7 +352,9 @@ func serve(ln, sig int, p *poller, svc service, sndbuf int) error {
 				// Write when epoll says c is writable, and also when c's queue has just filled and epoll
 				// is not watching it for writing yet: a socket with room takes the bytes now, which saves
 				// two epoll_ctl calls and a turn; if it has none, the write says EAGAIN and c is watched.
-				if open && c.pending() > 0 && (ev.Events&writeEvents != 0 || c.events&unix.EPOLLOUT == 0) {
+				// Not when c was paused in this turn: it stopped reading before EAGAIN, and under -et only
+				// the MOD that asks for IN again when it resumes (after an OUT event) re-arms it.
+				if open && c.pending() > 0 && (ev.Events&writeEvents != 0 || c.events&unix.EPOLLOUT == 0 && !c.paused) {
 					open = svc.write(c) // writes until the queue is empty or EAGAIN, in either mode
 				}
 				if open {

@@ -422,6 +422,44 @@ func TestET_BurstIsReadUntilEAGAIN(t *testing.T) {
 	}
 }
 
+// A client that is paused (its queue passed the high-water mark) stops being read before EAGAIN.
+// Edge-triggered, nothing tells the loop about the bytes still waiting unless a MOD re-arms the
+// client when it resumes. Here the whole burst is in the kernel before the server looks (SIGSTOP),
+// and the client reads at once, so the queue drains in the turn that paused it: had the loop written
+// it then and resumed c1 without a MOD, the rest of the burst would wait for ever (the client has
+// nothing more to send). Every byte must come back, in both modes.
+func TestET_PausedClientIsReadAgainWhenItResumes(t *testing.T) {
+	const burst = 100000
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			s := tracetest.Open(t, ".", append([]string{"-echo", "-highwater", "4096", "-lowwater", "1024"}, m.args...)...)
+			tracetest.Do(t, s, "connect c1")
+			srv := s.Server()
+			if err := unix.Kill(srv.Pid(), unix.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Kill(srv.Pid(), unix.SIGCONT)
+			if err := srv.WaitStopped(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			c1 := s.Client("c1")
+			if err := c1.SendPattern(burst, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			waitReceived(t, srv.Addr, burst)
+			if err := unix.Kill(srv.Pid(), unix.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			if err := c1.ExpectPattern(burst, 10*time.Second); err != nil {
+				t.Fatalf("%v\n%s", err, srv.Trace())
+			}
+			if !strings.Contains(srv.Trace(), "\npause      c1 ") {
+				t.Fatalf("c1 was never paused: the test proved nothing\n%s", srv.Trace())
+			}
+		})
+	}
+}
+
 // waitReceived waits until the server's socket for its one client holds n unread bytes (from
 // /proc/net/tcp), so that the whole burst is in the kernel before the server looks.
 func waitReceived(t *testing.T, serverAddr string, n int) {

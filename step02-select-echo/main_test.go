@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"muxlab/tracing/replay"
 	"muxlab/tracing/tracetest"
 )
 
@@ -76,71 +73,9 @@ func TestB2_ClientsThatLeaveGiveTheirFDsBack(t *testing.T) {
 // message and closed; everyone else is still served. The seed (Python) would raise ValueError and die.
 func TestB19_ClientsPastFDSetSizeAreRefusedOthersServed(t *testing.T) {
 	const clients = 1040
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	if lim.Max < 2*clients+64 {
-		t.Skipf("RLIMIT_NOFILE hard limit %d: too low to open %d connections", lim.Max, clients)
-	}
-	// Raise the soft limit for this process and, because children inherit it, for the server.
-	lim.Cur = lim.Max
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
+	tracetest.RaiseFDLimit(t, 2*clients+64)
 	s := tracetest.Open(t, ".", "-trace=true")
-	addr := s.Server().Addr
-	var conns []*replay.Client
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	refused := 0
-	for i := 1; i <= clients; i++ {
-		c, err := replay.Dial(fmt.Sprintf("c%d", i), addr, 0)
-		if err != nil {
-			t.Fatalf("client %d: %v", i, err)
-		}
-		conns = append(conns, c)
-		// One round trip each, so the server has accepted this client before the next connects.
-		if err := c.Send([]byte("ping\n"), 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		line, err := c.ReadLine(10 * time.Second)
-		switch {
-		case err != nil:
-			t.Fatalf("client %d: %v", i, err)
-		case strings.HasPrefix(line, "server full"):
-			refused++
-			// Closed with our ping unread, the kernel sends RST rather than FIN: either ends it.
-			if _, err := c.ReadLine(10 * time.Second); err != replay.ErrClosed && err != replay.ErrReset {
-				t.Fatalf("client %d was refused but not closed: %v", i, err)
-			}
-		case line != "ping\n":
-			t.Fatalf("client %d got %q, want its echo", i, line)
-		case refused > 0:
-			t.Fatalf("client %d was served after an earlier one was refused: fds are reused, but none was freed", i)
-		}
-	}
-	if refused == 0 {
-		t.Fatalf("all %d clients were served: no fd reached FD_SETSIZE, so the test proved nothing", clients)
-	}
-	// Everyone who was accepted below the limit is still served.
-	for _, c := range conns[:10] {
-		if err := c.Send([]byte("still there?\n"), 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Expect([]byte("still there?\n"), 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Server().Settle(0, false, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if n := strings.Count(s.Server().Trace(), "(refused: fd past FD_SETSIZE)\n"); n != refused {
-		t.Fatalf("the trace names %d refusals, the clients saw %d", n, refused)
-	}
+	refused := tracetest.RefusedPastFDSetSize(t, s, clients)
 	t.Logf("%d clients, %d refused past FD_SETSIZE, the rest served", clients, refused)
 }
 

@@ -327,69 +327,8 @@ func TestB9_ResetDropsTheQueueAndEveryList(t *testing.T) {
 // now; the message is short enough to fit in an empty send buffer.)
 func TestB19_ClientsPastFDSetSizeAreRefusedOthersServed(t *testing.T) {
 	const clients = 1040
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	if lim.Max < 2*clients+64 {
-		t.Skipf("RLIMIT_NOFILE hard limit %d: too low to open %d connections", lim.Max, clients)
-	}
-	// Raise the soft limit for this process and, because children inherit it, for the server.
-	lim.Cur = lim.Max
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	s := tracetest.Open(t, ".")
-	var conns []*replay.Client
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	refused := 0
-	for i := 1; i <= clients; i++ {
-		c, err := replay.Dial(fmt.Sprintf("c%d", i), s.Server().Addr, 0)
-		if err != nil {
-			t.Fatalf("client %d: %v", i, err)
-		}
-		conns = append(conns, c)
-		// One round trip each, so that the server has accepted this client before the next connects.
-		if err := c.Send([]byte("ping\n"), 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		line, err := c.ReadLine(10 * time.Second)
-		switch {
-		case err != nil:
-			t.Fatalf("client %d: %v", i, err)
-		case strings.HasPrefix(line, "server full"):
-			refused++
-			// Closed with our ping unread, the kernel sends RST rather than FIN: either ends it.
-			if _, err := c.ReadLine(10 * time.Second); err != replay.ErrClosed && err != replay.ErrReset {
-				t.Fatalf("client %d was refused but not closed: %v", i, err)
-			}
-		case line != "ping\n":
-			t.Fatalf("client %d got %q, want its echo", i, line)
-		case refused > 0:
-			t.Fatalf("client %d was served after an earlier one was refused: no fd was freed", i)
-		}
-	}
-	if refused == 0 {
-		t.Fatalf("all %d clients were served: no fd reached FD_SETSIZE, so the test proved nothing", clients)
-	}
-	for _, c := range conns[:10] {
-		if err := c.Send([]byte("still there?\n"), 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Expect([]byte("still there?\n"), 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Server().Settle(0, false, replay.SettleWithin); err != nil {
-		t.Fatal(err)
-	}
-	if n := strings.Count(s.Server().Trace(), "(refused: fd past FD_SETSIZE)\n"); n != refused {
-		t.Fatalf("the trace names %d refusals, the clients saw %d", n, refused)
-	}
+	tracetest.RaiseFDLimit(t, 2*clients+64)
+	tracetest.RefusedPastFDSetSize(t, tracetest.Open(t, "."), clients)
 }
 
 // Bad flags get one clear line and exit status 2.

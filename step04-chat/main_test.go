@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"muxlab/tracing"
 	"muxlab/tracing/replay"
 	"muxlab/tracing/scenario"
@@ -231,17 +229,7 @@ func TestB16_LoopbackByDefault(t *testing.T) {
 // reach FD_SETSIZE.
 func TestB19_RoomFullPastFDSetSize(t *testing.T) {
 	const taken = 1013
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	if lim.Max < 1100 {
-		t.Skipf("RLIMIT_NOFILE hard limit %d: too low", lim.Max)
-	}
-	lim.Cur = lim.Max // children inherit it
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
+	tracetest.RaiseFDLimit(t, 1100)
 	null, err := os.Open(os.DevNull)
 	if err != nil {
 		t.Fatal(err)

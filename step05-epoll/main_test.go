@@ -536,18 +536,7 @@ func TestTenThousandClients(t *testing.T) {
 // accepted it), and closes them when the test ends.
 func dialMany(t *testing.T, addr string, n int) []*replay.Client {
 	t.Helper()
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	if lim.Max < uint64(n)+64 {
-		t.Skipf("RLIMIT_NOFILE hard limit %d: too low to open %d connections", lim.Max, n)
-	}
-	// Go raises its soft limit to the hard one at start; the server, a Go program too, does the same.
-	lim.Cur = lim.Max
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
+	tracetest.RaiseFDLimit(t, uint64(n)+64)
 	conns := make([]*replay.Client, 0, n)
 	t.Cleanup(func() {
 		for _, c := range conns {

@@ -59,7 +59,7 @@ func echo(c *conn, buf []byte, high int, tr *tracing.Recorder) bool {
 	c.out = append(c.out[:0], c.out[c.sent:]...)
 	c.sent = 0
 	c.out = append(c.out, buf[:n]...)
-	tr.Event("queue", c.fd, "+%d bytes, %d pending", n, c.pending())
+	tr.Queue(c.fd, n, c.pending())
 	if c.pending() >= high {
 		// Backpressure: reading more would only grow the queue. The client's bytes wait in the kernel,
 		// and once its buffers fill, the client's own writes block: it slows down to the pace it reads at.
@@ -96,7 +96,7 @@ func flush(c *conn, low int, tr *tracing.Recorder) bool {
 		tr.Write(c.fd, n, c.pending())
 		c.sent += n
 	}
-	tr.Event("unqueue", c.fd, "-%d bytes, %d pending", before-c.pending(), c.pending())
+	tr.Unqueue(c.fd, before-c.pending(), c.pending())
 	if c.pending() == 0 {
 		// An idle client holds no buffer. The loop keeps one for the next queue: most echoes are
 		// written in the turn that queued them, so one buffer serves them all, with no garbage.

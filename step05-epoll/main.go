@@ -711,7 +711,7 @@ func (rm *room) say(c *conn, line string) {
 func (rm *room) traceQueued() {
 	for _, c := range rm.clients {
 		if c.told > 0 && c.fd >= 0 {
-			rm.tr.Event("queue", c.fd, "+%d bytes, %d pending", c.told, c.pending())
+			rm.tr.Queue(c.fd, c.told, c.pending())
 		}
 		c.told = 0
 	}
@@ -768,7 +768,7 @@ func (rm *room) flush(c *conn) bool {
 		tr.Write(c.fd, n, c.pending())
 		c.sent += n
 	}
-	tr.Event("unqueue", c.fd, "-%d bytes, %d pending", before-c.pending(), c.pending())
+	tr.Unqueue(c.fd, before-c.pending(), c.pending())
 	if c.pending() == 0 {
 		c.out, c.sent = nil, 0 // an idle client holds no buffer
 	}

@@ -153,6 +153,24 @@ func (r *Recorder) Write(fd int, n, m int) {
 	r.line("write", fmt.Sprintf("%s %d of %d bytes", r.name(fd), n, m))
 }
 
+// Queue records n bytes added to fd's write queue, which now holds pending bytes: "queue c1 +5 bytes,
+// 5 pending". Queue and Unqueue come with every message, so they take ints where Event takes ...any:
+// an int put in an interface is an allocation (past 255), and with tracing off that is pure cost.
+func (r *Recorder) Queue(fd int, n, pending int) {
+	if r == nil {
+		return
+	}
+	r.line("queue", fmt.Sprintf("%s +%d bytes, %d pending", r.name(fd), n, pending))
+}
+
+// Unqueue records n bytes written from fd's queue, which still holds pending bytes.
+func (r *Recorder) Unqueue(fd int, n, pending int) {
+	if r == nil {
+		return
+	}
+	r.line("unqueue", fmt.Sprintf("%s -%d bytes, %d pending", r.name(fd), n, pending))
+}
+
 // Again records EAGAIN from op ("read", "write", "accept"): nothing could be done without blocking.
 func (r *Recorder) Again(fd int, op string) {
 	if r == nil {
@@ -179,7 +197,7 @@ func (r *Recorder) Close(fd int, reason string) {
 	delete(r.names, fd)
 }
 
-// Event records an application event on fd, e.g. Event("queue", fd, "+4 bytes, 4 pending").
+// Event records an application event on fd, e.g. Event("pause", fd, "reading: %d pending", 9).
 // The arguments are formatted only when tracing is on.
 func (r *Recorder) Event(verb string, fd int, format string, args ...any) {
 	if r == nil {

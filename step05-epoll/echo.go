@@ -3,9 +3,9 @@
 package main
 
 // The echo service of step03, on the epoll loop. The handlers are step03's, line for line, but for two
-// things: a read that returns EAGAIN says so (c.drained), because an edge-triggered loop reads until
-// then; and an emptied queue leaves its buffer to the next one (spareOut), so that tens of thousands
-// of echoes a second do not each leave a buffer behind for the garbage collector.
+// things: a read says whether it found the socket empty (c.drained), because an edge-triggered loop
+// reads until then; and an emptied queue leaves its buffer to the next one (spareOut), so that tens of
+// thousands of echoes a second do not each leave a buffer behind for the garbage collector.
 
 import (
 	"errors"
@@ -51,6 +51,9 @@ func echo(c *conn, buf []byte, high int, tr *tracing.Recorder) bool {
 		return true
 	}
 	tr.Read(c.fd, buf[:n])
+	// A read that returns fewer bytes than asked for took all the socket had: for a stream socket that
+	// is as good as EAGAIN (epoll(7), Q9), and saves the read that would say so, one per message.
+	c.drained = n < len(buf)
 	// B5: append to the queue this client has, never start a new one. Bytes already sent are dropped
 	// first, so the queue holds only what is pending.
 	if c.out == nil {

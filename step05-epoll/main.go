@@ -12,7 +12,7 @@
 // It serves step04's chat room or, with -echo, step03's echo: the same handlers on the new loop.
 // Level-triggered by default (epoll reports a socket on every wait while it is ready, as select does);
 // with -et, edge-triggered (once each time it becomes ready), and then every read, accept and write
-// goes on until EAGAIN. When the process runs out of fds (EMFILE), a spare fd lets it refuse the
+// goes on until the socket is drained. When the process runs out of fds (EMFILE), a spare fd lets it refuse the
 // client with a message instead of spinning on a listener that stays ready.
 package main
 
@@ -49,7 +49,7 @@ func main() {
 	trace := flag.Bool("trace", true, "write the trace to stdout")
 	fds := flag.Bool("fds", false, "show fd numbers in the trace (they change from run to run)")
 	echoing := flag.Bool("echo", false, "serve step03's echo instead of step04's chat room")
-	et := flag.Bool("et", false, "edge-triggered: epoll reports a socket once each time it becomes ready, and the loop reads, accepts and writes until EAGAIN")
+	et := flag.Bool("et", false, "edge-triggered: epoll reports a socket once each time it becomes ready, and the loop reads, accepts and writes until the socket is drained")
 	sndbuf := flag.Int("sndbuf", 0, "if set, SO_SNDBUF for each client socket: small values show a slow reader sooner")
 	maxLine := flag.Int("maxline", 1024, "chat: longest line a member may send, in bytes; longer ones are refused")
 	maxQueue := flag.Int("maxqueue", 64<<10, "chat: a member with this many bytes waiting to be sent to it is too slow, and is put out")
@@ -203,7 +203,7 @@ type conn struct {
 	eof    bool // echo: the client sent FIN: nothing more to read, close once the queue is empty
 
 	events  uint32 // what epoll is asked about this client now
-	drained bool   // the last read returned EAGAIN: only epoll can tell when there is more
+	drained bool   // the last read found the socket empty (EAGAIN, or fewer bytes than asked for)
 }
 
 // pending is how many queued bytes still have to be written.
@@ -343,7 +343,11 @@ func serve(ln, sig int, p *poller, svc service, sndbuf int) error {
 				c := p.clients[fd]
 				open := true
 				if !p.stopping && c.reading() && ev.Events&readEvents != 0 {
-					for c.drained = false; open && c.reading() && !c.drained; {
+					// Edge-triggered, read until c is drained (EAGAIN or a short read), and if the event
+					// says the client sent FIN, on to the read of 0 that says so: a FIN that came with
+					// the last bytes is not news to epoll any more, and no later event would report it.
+					fin := ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0
+					for c.drained = false; open && c.reading() && (!c.drained || fin); {
 						open = svc.read(c)
 						if p.mode != unix.EPOLLET {
 							break // level-triggered: epoll reports c again if more is waiting
@@ -590,6 +594,7 @@ func (rm *room) relay(c *conn, buf []byte) bool {
 		return true
 	}
 	tr.Read(c.fd, buf[:n])
+	c.drained = n < len(buf) // a short read took all there was: see echo
 	// B14: a read is not a message. The framer joins a line split over reads and splits several lines.
 	for _, f := range c.in.feed(buf[:n]) {
 		if c.left {

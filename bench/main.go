@@ -51,7 +51,7 @@ var full = config{
 	echoConns: []int{1, 64, 1000}, echoSizes: []int{64, 4096},
 	scanActive: 4, scanIdle: []int{0, 100, 500, 1000, 5000, 10000}, scanReps: 5,
 	chat:     chatLoad{members: 100, senders: 10, lines: 2000, window: 32},
-	chatReps: 7, traceReps: 15,
+	chatReps: 7, traceReps: 21,
 }
 
 // smoke runs every workload at a small size; 1100 idle connections are enough to see select refuse.

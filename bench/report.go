@@ -178,10 +178,14 @@ func report(res *results) string {
 	return b.String()
 }
 
-// paired divides a by b repetition by repetition: a[i] and b[i] were measured back to back.
+// paired divides a by b repetition by repetition: a[i] and b[i] were measured back to back. If a
+// repetition is missing from one of them, the pairs are lost, and it falls back to the ratio of medians.
 func paired(a, b sample) sample {
+	if len(a) != len(b) {
+		return sample{a.median() / b.median()}
+	}
 	var r sample
-	for i := range min(len(a), len(b)) {
+	for i := range a {
 		r = append(r, a[i]/b[i])
 	}
 	return r
@@ -303,7 +307,7 @@ func targets(res *results) string {
 	if res.cfg.name != full.name {
 		p("*This is a %s run: too short and too small for these verdicts to mean anything; `go run ./bench` gives the ones to read.*\n\n", res.cfg.name)
 	}
-	p("The issue's targets, checked in this run's medians. Where one is missed, `go run ./bench -servers 'step05|baseline' -cpuprofile DIR` writes a CPU profile of every server run, for `go tool pprof -top DIR/*.pprof`.\n\n")
+	p("The issue's targets, checked in this run. A ratio is taken within each repetition, between runs made back to back (step05 and the baseline at the same load; a scan level and the same server's run with no idle connection; the two tracing builds), and the verdict reads its median over the repetitions: the machine drifts by more than the margins over a run, and pairing cancels the drift. Where one is missed, `go run ./bench -servers 'step05|baseline' -cpuprofile DIR` writes a CPU profile of every server run, for `go tool pprof -top DIR/*.pprof`.\n\n")
 	const base = baseline
 	steps := []string{"step05 epoll LT", "step05 epoll ET"}
 	if !slices.Contains(res.echoNames, steps[0]) {
@@ -325,7 +329,7 @@ func targets(res *results) string {
 				if c == nil || bc == nil || len(c.cpu) == 0 || len(bc.cpu) == 0 {
 					continue
 				}
-				r := c.cpu.median() / bc.cpu.median()
+				r := paired(c.cpu, bc.cpu).median()
 				p("| echo %d conns × %s: CPU/msg ≥10%% below baseline | %s: %.0f%% of baseline | %s |\n", conns, bytesize(size), s, 100*r, verdict(r <= 0.9))
 			}
 		}
@@ -341,13 +345,13 @@ func targets(res *results) string {
 			worst, at := 1.0, 0
 			for _, l := range res.cfg.scanIdle {
 				if c := res.scan[s][l]; c != nil && len(c.cpu) > 0 {
-					if r := c.cpu.median() / c0.cpu.median(); math.Abs(r-1) > math.Abs(worst-1) {
+					if r := paired(c.cpu, c0.cpu).median(); math.Abs(r-1) > math.Abs(worst-1) {
 						worst, at = r, l
 					}
 				}
 			}
 			p("| scan flat within 10%% from 0 to %d idle (CPU/msg at every level) | %s: %.0f%% of its 0-idle cost at %d idle (worst level); %.0f%% at %d | %s |\n",
-				top, s, 100*worst, at, 100*cN.cpu.median()/c0.cpu.median(), top, verdict(math.Abs(worst-1) <= 0.10))
+				top, s, 100*worst, at, 100*paired(cN.cpu, c0.cpu).median(), top, verdict(math.Abs(worst-1) <= 0.10))
 		}
 	}
 	// Visibly O(n): select's cost rises with every level it holds, and by a factor, not a few percent.
@@ -376,7 +380,7 @@ func targets(res *results) string {
 	if bc := res.chat[base]; bc != nil {
 		for _, s := range steps {
 			if c := res.chat[s]; c != nil {
-				r := c.rate.median() / bc.rate.median()
+				r := paired(c.rate, bc.rate).median()
 				p("| chat fan-out: at least baseline lines/s | %s: %.0f%% of baseline | %s |\n", s, 100*r, verdict(r >= 1))
 			}
 		}

@@ -23,7 +23,7 @@ func report(res *results) string {
 		cfg.reps, cfg.scanReps, cfg.chatReps, cfg.traceReps)
 	p("Within a repetition the servers take turns, starting with a different one each time, so a slow moment of the machine falls on all of them alike.\n\n")
 	p("## How to rerun it, and how to read it\n\n")
-	p("```sh\ngo run ./bench          # the full suite: about ten minutes, rewrites this page\ngo run ./bench -smoke   # seconds: checks every workload and every byte, measures nothing worth keeping\n```\n\n")
+	p("```sh\ngo run ./bench          # the full suite: about a quarter of an hour, rewrites this page\ngo run ./bench -smoke   # seconds: checks every workload and every byte, measures nothing worth keeping\n```\n\n")
 	p("The bench builds each server, runs it as a child process with tracing off (`-trace=false`), and drives it over loopback ")
 	p("from a load generator in its own process: one thread, one epoll instance, nonblocking sockets (`bench/load.go` says why). ")
 	p("Servers are the lab's steps and two **baselines**, `bench/baseline/echo` and `bench/baseline/chat`: what a Go programmer would write instead, ")
@@ -65,7 +65,7 @@ func report(res *results) string {
 
 	// Scan.
 	p("## Scan: the cost of idle clients\n\n")
-	p("%d connections ping-pong 64-byte messages while more and more idle connections are held open (each idle one first proved it is served: one echoed probe). ", cfg.scanActive)
+	p("%d connections ping-pong 64-byte messages while more and more idle connections are held open (each idle one first proved it is served: one echoed probe). At each level the active ones ping-pong for %d windows of %v, and the window with the median CPU per message is that repetition's figure. ", cfg.scanActive, cfg.scanWins, cfg.window)
 	p("Server CPU per message, µs:\n\n")
 	p("| idle |")
 	for _, name := range res.echoNames {

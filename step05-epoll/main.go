@@ -12,8 +12,8 @@
 // It serves step04's chat room or, with -echo, step03's echo: the same handlers on the new loop.
 // Level-triggered by default (epoll reports a socket on every wait while it is ready, as select does);
 // with -et, edge-triggered (once each time it becomes ready), and then every read, accept and write
-// goes on until the socket is drained. When the process runs out of fds (EMFILE), a spare fd lets it refuse the
-// client with a message instead of spinning on a listener that stays ready.
+// goes on until the socket is drained. When the process runs out of fds (EMFILE), a spare fd lets it
+// refuse the client with a message instead of spinning on a listener that stays ready.
 package main
 
 import (

@@ -393,18 +393,8 @@ func TestET_BurstIsReadInOneTurn(t *testing.T) {
 	const burst = 100000 // more than one read of 64 KiB, less than the server's receive buffer holds (about 128 KB)
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			s := tracetest.Open(t, ".", append([]string{"-echo", "-highwater", "1000000"}, m.args...)...)
-			tracetest.Do(t, s, "connect c1")
-			srv := s.Server()
+			srv, c1 := stoppedWithClient(t, append([]string{"-echo", "-highwater", "1000000"}, m.args...)...)
 			from := srv.Lines()
-			if err := unix.Kill(srv.Pid(), unix.SIGSTOP); err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Kill(srv.Pid(), unix.SIGCONT)
-			if err := srv.WaitStopped(10 * time.Second); err != nil {
-				t.Fatal(err)
-			}
-			c1 := s.Client("c1")
 			if err := c1.SendPattern(burst, 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
@@ -446,17 +436,7 @@ func TestET_BurstIsReadInOneTurn(t *testing.T) {
 func TestET_FINWithTheLastBytesIsRead(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			s := tracetest.Open(t, ".", append([]string{"-echo"}, m.args...)...)
-			tracetest.Do(t, s, "connect c1")
-			srv := s.Server()
-			if err := unix.Kill(srv.Pid(), unix.SIGSTOP); err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Kill(srv.Pid(), unix.SIGCONT)
-			if err := srv.WaitStopped(10 * time.Second); err != nil {
-				t.Fatal(err)
-			}
-			c1 := s.Client("c1")
+			srv, c1 := stoppedWithClient(t, append([]string{"-echo"}, m.args...)...)
 			if err := c1.Send([]byte("bye\n"), 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
@@ -488,17 +468,7 @@ func TestET_PausedClientIsReadAgainWhenItResumes(t *testing.T) {
 	const burst = 100000
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			s := tracetest.Open(t, ".", append([]string{"-echo", "-highwater", "4096", "-lowwater", "1024"}, m.args...)...)
-			tracetest.Do(t, s, "connect c1")
-			srv := s.Server()
-			if err := unix.Kill(srv.Pid(), unix.SIGSTOP); err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Kill(srv.Pid(), unix.SIGCONT)
-			if err := srv.WaitStopped(10 * time.Second); err != nil {
-				t.Fatal(err)
-			}
-			c1 := s.Client("c1")
+			srv, c1 := stoppedWithClient(t, append([]string{"-echo", "-highwater", "4096", "-lowwater", "1024"}, m.args...)...)
 			if err := c1.SendPattern(burst, 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
@@ -514,6 +484,24 @@ func TestET_PausedClientIsReadAgainWhenItResumes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stoppedWithClient starts the server with args, connects c1, and stops the server (SIGSTOP), so that
+// what c1 sends next is all in the kernel before the server looks. The server is continued when the
+// test ends, if the test has not done it.
+func stoppedWithClient(t *testing.T, args ...string) (*replay.Server, *replay.Client) {
+	t.Helper()
+	s := tracetest.Open(t, ".", args...)
+	tracetest.Do(t, s, "connect c1")
+	srv := s.Server()
+	if err := unix.Kill(srv.Pid(), unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Kill(srv.Pid(), unix.SIGCONT) })
+	if err := srv.WaitStopped(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return srv, s.Client("c1")
 }
 
 // waitReceived waits until the server's socket for its one client holds n unread bytes (from

@@ -40,7 +40,7 @@ func report(res *results) string {
 	// Echo.
 	p("## Echo: ping-pong\n\n")
 	p("Each connection keeps one message in flight: write it, read the echo, check it, send the next. A fresh server for every run; %v of traffic before a %v window.\n\n", cfg.warm, cfg.window)
-	p("The last two columns compare each server with the goroutine baseline measured in the same run: the ratio of the medians: CPU below 1 where the server is cheaper per message, msg/s above 1 where it is faster.\n\n")
+	p("The last two columns compare each server with the goroutine baseline measured in the same run: per repetition, between runs made back to back, and the median of those ratios (as in the targets below): CPU below 1 where the server is cheaper per message, msg/s above 1 where it is faster.\n\n")
 	p("| conns | size | server | msg/s | p50 µs | p99 µs | server CPU µs/msg | CPU/msg ÷ baseline | msg/s ÷ baseline |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, conns := range cfg.echoConns {
 		for _, size := range cfg.echoSizes {
@@ -110,11 +110,11 @@ func report(res *results) string {
 			}
 		}
 		if c0 != nil && len(c0.cpu) > 0 && top > 0 {
-			growth = append(growth, fmt.Sprintf("%s ×%.2f (to %d)", name, res.scan[name][top].cpu.median()/c0.cpu.median(), top))
+			growth = append(growth, fmt.Sprintf("%s ×%.2f (to %d)", name, paired(res.scan[name][top].cpu, c0.cpu).median(), top))
 		}
 	}
 	if len(growth) > 0 {
-		p("- CPU per message with the most idle connections each server held, over its cost with none (medians): %s.\n", strings.Join(growth, "; "))
+		p("- CPU per message with the most idle connections each server held, over its cost with none in the same sweep (median over the repetitions): %s.\n", strings.Join(growth, "; "))
 	}
 	p("\n")
 	b.WriteString(scanCharts(res))
@@ -206,13 +206,13 @@ func percent(r sample) string {
 // baseline is the goroutine-per-connection server's name in every table.
 const baseline = "baseline goroutines"
 
-// ratio is the median of s over the baseline's median of the same figure, as "0.87×", or "" when
-// there is nothing to divide by.
+// ratio is s over the baseline's same figure, repetition by repetition (see paired), as "0.87×", or
+// "" when there is nothing to divide by.
 func ratio(s sample, base *echoCell, f func(*echoCell) sample) string {
 	if base == nil || len(s) == 0 || len(f(base)) == 0 || f(base).median() == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%.2f×", s.median()/f(base).median())
+	return fmt.Sprintf("%.2f×", paired(s, f(base)).median())
 }
 
 func scanShow(cells map[int]*scanCell, level int, f func(*scanCell) sample, format string) string {

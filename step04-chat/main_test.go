@@ -335,3 +335,31 @@ expect-eof c2
 expect-exit 0
 `, fmt.Sprintf(welcome, "guest1"), fmt.Sprintf(welcome, "guest2")))
 }
+
+// The loop is step03's, and so are conn.go, accept.go and signals.go: they may differ from step03's
+// only in the lines listed here (the room is the new service; room.go and protocol.go are new files).
+func TestCopiesDifferOnlyInListedLines(t *testing.T) {
+	tracetest.CheckCopies(t, []tracetest.Copy{
+		{Original: "../step03-write-queues/signals.go", Copy: "signals.go"},
+		{Original: "../step03-write-queues/conn.go", Copy: "conn.go", Allowed: map[string]string{
+			"// The room's (room.go): who this member is, the line it is sending, whether its socket is full.": "the room's state per member",
+			"name    string // B10: every line and notice about this member uses this, the member's own name":  "the room's state",
+			"in      framer // the line being received, until its newline arrives":                             "the room's state",
+			"blocked bool   // the last write hit EAGAIN: the socket has no space, the queue waits for it":     "the room's state: putOutSlow reads it",
+			"": "a blank line before the room's fields",
+		}},
+		{Original: "../step03-write-queues/accept.go", Copy: "accept.go", Allowed: map[string]string{
+			`const refusal = "server busy: out of file descriptors, try again later\n"`:                               "the room refuses in its own style",
+			`const refusal = "* the room is full: the server is out of file descriptors, try again later\n"`:          "the room refuses in its own style",
+			"// No Nagle: it holds a short write back until the previous one is acknowledged, and a member who":       "a member who only listens acknowledges late",
+			"// only listens acknowledges late (delayed ACK, up to 40 ms). Go's net package turns it off too.":        "no Nagle",
+			"unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)":                                           "no Nagle",
+			`unix.Write(fd, []byte("server full: this server uses select, which cannot watch more than 1024 fds\n"))`: "the room refuses in its own style",
+			"// It never joined, so nobody else is told.":                                                             "the room refuses in its own style",
+			"unix.Write(fd, []byte(roomFull))":                                                                        "the room refuses in its own style",
+			"// roomFull is all a client past FD_SETSIZE hears: this server cannot watch its fd.":                     "the room refuses in its own style",
+			`const roomFull = "* the room is full: this server uses select, which cannot watch more than 1024 fds\n"`: "the room refuses in its own style",
+			"": "a blank line before roomFull",
+		}},
+	})
+}

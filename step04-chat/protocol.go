@@ -1,3 +1,5 @@
+//go:build linux || darwin
+
 package main
 
 // The chat room's protocol, apart from any socket: how bytes become lines, lines become commands, and

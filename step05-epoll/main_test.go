@@ -26,14 +26,13 @@ import (
 
 func TestMain(m *testing.M) { tracetest.Main(m) }
 
-// The two ways the loop can run. Golden files of edge-triggered runs end in -et.
+// The ways the loop can run: step05 has one, level-triggered (step06's tests add edge-triggered).
 var modes = []struct {
 	name   string
 	args   []string
 	suffix string
 }{
 	{"LT", nil, ""},
-	{"ET", []string{"-et"}, "-et"},
 }
 
 // step03's echo scenarios, played on step05 -echo. slow-reader is compared only up to c2's last
@@ -104,9 +103,6 @@ func TestEchoScenarios(t *testing.T) {
 // and epoll's wait, ready and registration lines.
 var loopLines = regexp.MustCompile(`^(select|ready|epoll_wait|epoll_ctl) `)
 
-// etLines are the lines only an edge-triggered loop writes: the read or accept that goes on to EAGAIN.
-var etLines = regexp.MustCompile(`^(read|accept) +\S+ EAGAIN$`)
-
 // without returns the transcript's lines that match none of the patterns.
 func without(transcript string, patterns ...*regexp.Regexp) string {
 	var b strings.Builder
@@ -158,17 +154,14 @@ func TestEchoDiffFromStep03IsOnlyTheLoop(t *testing.T) {
 		t.Run(sc.name, func(t *testing.T) {
 			before := echoTranscript(t, "../step03-write-queues", sc.name, sc.until)
 			lt := echoTranscript(t, ".", sc.name, sc.until, "-echo")
-			et := echoTranscript(t, ".", sc.name, sc.until, "-echo", "-et")
 			if !strings.Contains(lt, "epoll_ctl  ADD c1 IN|RDHUP\n") {
 				t.Fatal("step05's transcript has no epoll_ctl line: is it still on epoll?")
 			}
 			loop := []*regexp.Regexp{loopLines}
 			sameReactions(t, "step03 -> step05 changes more than the loop's lines", before, lt, loop, loop)
-			sameReactions(t, "LT -> ET changes more than the loop's lines and the reads until EAGAIN", lt, et, loop, []*regexp.Regexp{loopLines, etLines})
 			if sc.name == "seed" {
-				// The two diffs the lesson quotes, without the << lines (see received).
+				// The diff the lesson quotes, without the << lines (see received).
 				storeDiff(t, "echo-seed-vs-step03.diff", before, lt, loopLines)
-				storeDiff(t, "echo-seed-lt-vs-et.diff", lt, et, loopLines, etLines)
 			}
 		})
 	}
@@ -216,10 +209,8 @@ func TestRoomDiffFromStep04IsOnlyTheLoop(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			before := roomTranscript(t, "../step04-chat", name)
 			lt := roomTranscript(t, ".", name)
-			et := roomTranscript(t, ".", name, "-et")
 			loop := []*regexp.Regexp{loopLines}
 			sameReactions(t, "step04 -> step05 changes more than the loop's lines", before, lt, loop, loop)
-			sameReactions(t, "LT -> ET changes more than the loop's lines and the reads until EAGAIN", lt, et, loop, []*regexp.Regexp{loopLines, etLines})
 			if name == "room" {
 				// For the lesson: the diff as an instructor sees it, in diff -u form, without the << lines.
 				script := tracetest.EditScript(tracing.Lines(without(before, received)), tracing.Lines(without(lt, received)))
@@ -268,278 +259,6 @@ expect-exit 0
 `, fmt.Sprintf(welcome, "guest1"), fmt.Sprintf(welcome, "guest2")))
 			tracetest.Compare(t, filepath.Join("testdata", "room-stop"+m.suffix+".trace"), s.Transcript())
 		})
-	}
-}
-
-// In edge-triggered mode every turn that reads from a client reads until it knows there is nothing
-// left: EAGAIN, a short read (fewer bytes than the 64 KiB asked for), EOF, an error, a pause (then the
-// MOD that resumes reading re-arms the socket), or the member leaving the room (/quit). A short read
-// is not enough when the turn's event said RDHUP or HUP: then the reads go on to EOF.
-// Checked on every edge-triggered golden transcript.
-func TestET_EveryReadGoesOnUntilDrained(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "*-et.trace"))
-	if len(files) == 0 {
-		t.Fatal("no edge-triggered golden transcripts")
-	}
-	read := regexp.MustCompile(`^read +(c\d+) (\d+) bytes`)
-	for _, file := range files {
-		text, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		open := map[string]bool{} // clients read from in this turn, not drained (or ended) yet
-		fin := map[string]bool{}  // clients whose event in this turn said RDHUP or HUP
-		for i, l := range tracing.Lines(string(text)) {
-			if m := read.FindStringSubmatch(l); m != nil {
-				n, _ := strconv.Atoi(m[2])
-				if n < 64<<10 && !fin[m[1]] {
-					delete(open, m[1])
-				} else {
-					open[m[1]] = true
-				}
-				continue
-			}
-			f := strings.Fields(l)
-			if len(f) > 0 && f[0] == "ready" {
-				fin = map[string]bool{}
-				for _, ev := range f[1:] {
-					name, events, _ := strings.Cut(ev, "=")
-					fin[name] = strings.Contains(events, "RDHUP") || strings.Contains(events, "HUP")
-				}
-			}
-			if len(f) >= 2 && (f[0] == "read" || f[0] == "pause" || f[0] == "close" || f[0] == "finish" || f[0] == "leave") {
-				delete(open, f[1])
-			}
-			if f[0] == "epoll_wait" && len(open) > 0 {
-				t.Errorf("%s:%d: the loop waits again though the last read from %v did not drain it", file, i+1, open)
-				open = map[string]bool{}
-			}
-		}
-	}
-}
-
-// What goes wrong in edge-triggered mode if a read stops early, shown on the kernel itself. 100 bytes
-// arrive; the reader takes 10 and asks epoll again. Level-triggered, epoll reports the socket again:
-// 90 bytes are waiting. Edge-triggered, it reports nothing: the socket did not *become* readable, it
-// stayed so. The 90 bytes are noticed only when more arrive; a client waiting for the echo of what it
-// sent never sends more, and waits forever. Hence the rule the loop follows with -et: read until the
-// socket is drained.
-func TestET_ReadThatStopsEarlyIsNotReportedAgain(t *testing.T) {
-	for _, m := range []struct {
-		name   string
-		mode   uint32
-		report int // events for the 90 bytes left behind
-	}{{"LT", 0, 1}, {"ET", unix.EPOLLET, 0}} {
-		t.Run(m.name, func(t *testing.T) {
-			p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Close(p[0])
-			defer unix.Close(p[1])
-			ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Close(ep)
-			if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, p[1], &unix.EpollEvent{Events: unix.EPOLLIN | m.mode, Fd: int32(p[1])}); err != nil {
-				t.Fatal(err)
-			}
-			ready := func() int { // a wait that does not block: what is ready right now
-				events := make([]unix.EpollEvent, 4)
-				for {
-					n, err := unix.EpollWait(ep, events, 0)
-					if err != unix.EINTR {
-						if err != nil {
-							t.Fatal(err)
-						}
-						return n
-					}
-				}
-			}
-			if _, err := unix.Write(p[0], make([]byte, 100)); err != nil {
-				t.Fatal(err)
-			}
-			if n := ready(); n != 1 {
-				t.Fatalf("100 bytes arrived, epoll reports %d sockets, want 1", n)
-			}
-			if n, err := unix.Read(p[1], make([]byte, 10)); n != 10 || err != nil {
-				t.Fatalf("read: %d, %v", n, err)
-			}
-			left, _ := unix.IoctlGetInt(p[1], unix.SIOCINQ)
-			if left != 90 {
-				t.Fatalf("%d bytes left unread, want 90", left)
-			}
-			if n := ready(); n != m.report {
-				t.Fatalf("with 90 bytes left unread, epoll reports %d sockets, want %d", n, m.report)
-			}
-			if _, err := unix.Write(p[0], []byte{1}); err != nil {
-				t.Fatal(err)
-			}
-			if n := ready(); n != 1 {
-				t.Fatalf("after one more byte epoll reports %d sockets, want 1", n)
-			}
-		})
-	}
-}
-
-// The guard on the correct code: a burst that takes several reads arrives while the server cannot
-// look (it is stopped with SIGSTOP), so epoll has one edge to report for all of it. The server must
-// read it all in that one turn, to the short read that drains it; had it stopped after one read, this
-// test fails: the turn queues less than the burst, and the rest is never echoed (nothing re-arms c1:
-// its echo went out at once, with no epoll_ctl). The turn is compared with testdata/burst-et.trace;
-// level-triggered (burst.trace) the same burst takes one turn per read.
-func TestET_BurstIsReadInOneTurn(t *testing.T) {
-	const burst = 100000 // more than one read of 64 KiB, less than the server's receive buffer holds (about 128 KB)
-	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) {
-			srv, c1 := stoppedWithClient(t, append([]string{"-echo", "-highwater", "1000000"}, m.args...)...)
-			from := srv.Lines()
-			if err := c1.SendPattern(burst, 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			waitReceived(t, srv.Addr, burst)
-			if err := unix.Kill(srv.Pid(), unix.SIGCONT); err != nil {
-				t.Fatal(err)
-			}
-			if err := c1.ExpectPattern(burst, 10*time.Second); err != nil {
-				t.Fatalf("%v\n%s", err, srv.Trace())
-			}
-			if err := srv.Settle(from, true, replay.SettleWithin); err != nil {
-				t.Fatal(err)
-			}
-			// The turn after SIGCONT: from its ready line to the next wait or registration change.
-			lines := tracing.Lines(srv.Trace())[from:]
-			end := 0
-			for end < len(lines) && !strings.HasPrefix(lines[end], "epoll_ctl ") && !strings.HasPrefix(lines[end], "epoll_wait ") {
-				end++
-			}
-			turn := strings.Join(lines[:min(end+1, len(lines))], "\n") + "\n"
-			tracetest.Compare(t, filepath.Join("testdata", "burst"+m.suffix+".trace"), turn)
-			reads := strings.Count(turn, "\nread       c1 ")
-			if m.name == "ET" && (reads < 2 || !strings.Contains(turn, fmt.Sprintf(", %d pending\n", burst))) {
-				t.Fatalf("edge-triggered, one turn should read and queue the whole burst:\n%s", turn)
-			}
-			if m.name == "LT" && reads != 1 {
-				t.Fatalf("level-triggered, a turn reads once:\n%s", turn)
-			}
-		})
-	}
-}
-
-// The trap in the short-read rule. c1 sends a line and FIN while the server is stopped, so that one
-// event (IN|RDHUP) reports both, and SIGCONT lets the server go on. The read of the line is short,
-// which would end an edge-triggered turn; had the loop stopped there, no event would come again
-// (the FIN is old news), the server would never read EOF, and c1, which waits for the server to
-// close after its echo, would wait forever: this test fails on the missing EOF. The loop reads on,
-// because the event said RDHUP.
-func TestET_FINWithTheLastBytesIsRead(t *testing.T) {
-	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) {
-			srv, c1 := stoppedWithClient(t, append([]string{"-echo"}, m.args...)...)
-			if err := c1.Send([]byte("bye\n"), 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			if err := c1.Shutdown(); err != nil {
-				t.Fatal(err)
-			}
-			// 08: CLOSE_WAIT, the FIN is in; 5: the 4 bytes and the FIN, which takes a sequence number.
-			waitServerSocket(t, srv.Addr, "08", 5)
-			if err := unix.Kill(srv.Pid(), unix.SIGCONT); err != nil {
-				t.Fatal(err)
-			}
-			if err := c1.Expect([]byte("bye\n"), 10*time.Second); err != nil {
-				t.Fatalf("%v\n%s", err, srv.Trace())
-			}
-			if err := c1.ExpectEOF(10 * time.Second); err != nil {
-				t.Fatalf("%v: the server did not close after the echo\n%s", err, srv.Trace())
-			}
-		})
-	}
-}
-
-// A client that is paused (its queue passed the high-water mark) stops being read before EAGAIN.
-// Edge-triggered, nothing tells the loop about the bytes still waiting unless a MOD re-arms the
-// client when it resumes. Here the whole burst is in the kernel before the server looks (SIGSTOP),
-// and the client reads at once, so the queue drains in the turn that paused it: had the loop written
-// it then and resumed c1 without a MOD, the rest of the burst would wait for ever (the client has
-// nothing more to send). Every byte must come back, in both modes.
-func TestET_PausedClientIsReadAgainWhenItResumes(t *testing.T) {
-	const burst = 100000
-	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) {
-			srv, c1 := stoppedWithClient(t, append([]string{"-echo", "-highwater", "4096", "-lowwater", "1024"}, m.args...)...)
-			if err := c1.SendPattern(burst, 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			waitReceived(t, srv.Addr, burst)
-			if err := unix.Kill(srv.Pid(), unix.SIGCONT); err != nil {
-				t.Fatal(err)
-			}
-			if err := c1.ExpectPattern(burst, 10*time.Second); err != nil {
-				t.Fatalf("%v\n%s", err, srv.Trace())
-			}
-			if !strings.Contains(srv.Trace(), "\npause      c1 ") {
-				t.Fatalf("c1 was never paused: the test proved nothing\n%s", srv.Trace())
-			}
-		})
-	}
-}
-
-// stoppedWithClient starts the server with args, connects c1, and stops the server (SIGSTOP), so that
-// what c1 sends next is all in the kernel before the server looks. The server is continued when the
-// test ends, if the test has not done it.
-func stoppedWithClient(t *testing.T, args ...string) (*replay.Server, *replay.Client) {
-	t.Helper()
-	s := tracetest.Open(t, ".", args...)
-	tracetest.Do(t, s, "connect c1")
-	srv := s.Server()
-	if err := unix.Kill(srv.Pid(), unix.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Kill(srv.Pid(), unix.SIGCONT) })
-	if err := srv.WaitStopped(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return srv, s.Client("c1")
-}
-
-// waitReceived waits until the server's socket for its one client holds n unread bytes (from
-// /proc/net/tcp), so that the whole burst is in the kernel before the server looks.
-func waitReceived(t *testing.T, serverAddr string, n int) {
-	t.Helper()
-	waitServerSocket(t, serverAddr, "01", n) // 01: ESTABLISHED
-}
-
-// waitServerSocket waits until the server's socket for its one client is in the given TCP state (as
-// /proc/net/tcp writes it) and holds n unread bytes.
-func waitServerSocket(t *testing.T, serverAddr, state string, n int) {
-	t.Helper()
-	_, portText, _ := strings.Cut(serverAddr, ":")
-	port, _ := strconv.Atoi(portText)
-	local := fmt.Sprintf("0100007F:%04X", port)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		table, err := os.ReadFile("/proc/net/tcp")
-		if err != nil {
-			t.Skipf("needs /proc/net/tcp: %v", err)
-		}
-		got := 0
-		for _, l := range strings.Split(string(table), "\n") {
-			f := strings.Fields(l)
-			if len(f) > 4 && f[1] == local && f[3] == state { // the server's side
-				_, rx, _ := strings.Cut(f[4], ":")
-				v, _ := strconv.ParseInt(rx, 16, 64)
-				got += int(v)
-			}
-		}
-		if got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server's socket holds %d unread bytes after 10s, want %d", got, n)
-		}
-		time.Sleep(time.Millisecond) // polling the kernel's table: there is no event to wait on
 	}
 }
 
@@ -783,9 +502,6 @@ close c3
 reset c4`)
 			list := interestList(t, s.Server().Pid())
 			base := uint32(unix.EPOLLERR | unix.EPOLLHUP)
-			if m.name == "ET" {
-				base |= unix.EPOLLET
-			}
 			want := []uint32{unix.EPOLLIN, unix.EPOLLIN, unix.EPOLLIN | unix.EPOLLRDHUP, unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLOUT}
 			for i := range want {
 				want[i] |= base
@@ -848,13 +564,12 @@ func TestWatermarkFlagsAreChecked(t *testing.T) {
 	}
 }
 
-// The demo's scenarios and protocol.go are step04's and step03's, kept as copies because go:embed
-// and a package cannot reach ../. The copies must not drift.
-func TestCopiesAreTheOtherSteps(t *testing.T) {
+// The demo's scenarios are step04's and step03's, kept as copies because go:embed cannot reach ../.
+// They must not drift.
+func TestScenarioCopies(t *testing.T) {
 	for mine, theirs := range map[string]string{
 		"scenarios/room.txt":      "../step04-chat/scenarios/room.txt",
 		"scenarios/echo-seed.txt": "../step03-write-queues/scenarios/seed.txt",
-		"protocol.go":             "../step04-chat/protocol.go",
 	} {
 		a, err := os.ReadFile(mine)
 		if err != nil {
@@ -873,4 +588,53 @@ func TestCopiesAreTheOtherSteps(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// The handlers are step04's room and step03's echo, and the rest of the files are step04's: only the
+// loop (main.go) is new. The copies may differ from their originals only in the lines listed here.
+func TestCopiesDifferOnlyInListedLines(t *testing.T) {
+	tracetest.CheckCopies(t, []tracetest.Copy{
+		{Original: "../step04-chat/conn.go", Copy: "conn.go"},
+		{Original: "../step04-chat/protocol.go", Copy: "protocol.go"},
+		{Original: "../step04-chat/signals.go", Copy: "signals.go"},
+		{Original: "../step04-chat/room.go", Copy: "room.go", Allowed: map[string]string{
+			"woken    []*conn // members whose wants changed outside their own turn: epoll must be told of them": "select rebuilt its lists from every client each turn; epoll must hear whose wants a broadcast changed",
+			"if !c.wantWrite {":              "say: a member whose queue was empty wants to be written to now",
+			"rm.woken = append(rm.woken, c)": "say and putOutSlow: tell the loop",
+			"}":                              "the end of say's if",
+			"// takeWoken returns the members whose wants changed outside their own turn since it was last called.": "the loop takes the woken members",
+			"func (rm *room) takeWoken() []*conn {": "the loop takes the woken members",
+			"woken := rm.woken":                     "the loop takes the woken members",
+			"rm.woken = nil":                        "the loop takes the woken members",
+			"return woken":                          "the loop takes the woken members",
+			"":                                      "blank lines around the added function",
+		}},
+		{Original: "../step03-write-queues/echo.go", Copy: "echo.go", Allowed: map[string]string{
+			"// The loop's other handlers have nothing to do for an echo: there is no room to join or to tell.": "step05 serves the room or the echo through one service interface",
+			"func (e *echo) join(c *conn)        {}":                                                            "the service interface",
+			"func (e *echo) endTurn()            {}":                                                            "the service interface",
+			"func (e *echo) stop()               {}":                                                            "the service interface",
+			"func (e *echo) takeWoken() []*conn { return nil }":                                                 "the service interface",
+			"": "blank line before the added methods",
+		}},
+		{Original: "../step04-chat/accept.go", Copy: "accept.go", Allowed: map[string]string{
+			"// fdSetSize is FD_SETSIZE: an FdSet has one bit for each fd from 0 to 1023 (on Linux and macOS).": "epoll has no FD_SETSIZE (B19 is gone)",
+			"const fdSetSize = 1024": "no FD_SETSIZE",
+			"if fd >= fdSetSize {":   "no FD_SETSIZE",
+			"// FdSet.Set would panic (or, in C, write past the set). Refuse this one client; serve the rest (B19).": "no FD_SETSIZE",
+			"// It never joined, so nobody else is told.":                                                            "no FD_SETSIZE",
+			"unix.Write(fd, []byte(roomFull))":                                                                       "no FD_SETSIZE",
+			"unix.Close(fd)":                                                                                         "no FD_SETSIZE",
+			`tr.Close(fd, "refused: fd past FD_SETSIZE")`:                                                            "no FD_SETSIZE",
+			"return nil, false":                                                                                      "no FD_SETSIZE",
+			"}":                                                                                                      "no FD_SETSIZE",
+			"// roomFull is all a client past FD_SETSIZE hears: this server cannot watch its fd.":                     "no FD_SETSIZE",
+			`const roomFull = "* the room is full: this server uses select, which cannot watch more than 1024 fds\n"`: "no FD_SETSIZE",
+			"// refusal is what a client hears when the server is out of fds.":                                        "step05 serves the echo too, whose refusal is step03's",
+			"// refusal is what a client hears when the server is out of fds (main sets the echo's with -echo).":      "step05 serves the echo too",
+			`const refusal = "* the room is full: the server is out of file descriptors, try again later\n"`:          "main sets the echo's refusal",
+			`var refusal = "* the room is full: the server is out of file descriptors, try again later\n"`:            "main sets the echo's refusal",
+			"": "blank lines around what was taken out",
+		}},
+	})
 }

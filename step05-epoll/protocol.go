@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The chat room's protocol, apart from any socket: how bytes become lines, lines become commands, and

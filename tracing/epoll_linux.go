@@ -16,9 +16,17 @@ import (
 //	ready      c1=IN|RDHUP c2=OUT     what epoll_wait returned: the ready list, in the kernel's order
 
 // EpollCtl records an epoll_ctl call: op is unix.EPOLL_CTL_ADD, _MOD or _DEL, events what is asked
-// from now on (EPOLLET shows as ET).
+// from now on (EPOLLET shows as ET). The recorder counts ADDs and DELs for EpollWait's line. A DEL
+// writes no line: the loop's DEL always comes with the close line that says why.
 func (r *Recorder) EpollCtl(op, fd int, events uint32) {
 	if r == nil {
+		return
+	}
+	switch op {
+	case unix.EPOLL_CTL_ADD:
+		r.interest++
+	case unix.EPOLL_CTL_DEL:
+		r.interest--
 		return
 	}
 	rest := ctlOps[op] + " " + r.name(fd)
@@ -31,12 +39,12 @@ func (r *Recorder) EpollCtl(op, fd int, events uint32) {
 var ctlOps = map[int]string{unix.EPOLL_CTL_ADD: "ADD", unix.EPOLL_CTL_MOD: "MOD", unix.EPOLL_CTL_DEL: "DEL"}
 
 // EpollWait is the wait line of an epoll loop. Unlike select, the call passes no list: the interest
-// list lives in the kernel, and interest is how many fds it holds.
-func (r *Recorder) EpollWait(interest int) {
+// list lives in the kernel, and the line says how many fds it holds (counted from EpollCtl's calls).
+func (r *Recorder) EpollWait() {
 	if r == nil {
 		return
 	}
-	r.line("epoll_wait", "interest="+strconv.Itoa(interest))
+	r.line("epoll_wait", "interest="+strconv.Itoa(r.interest))
 }
 
 // EpollReady records what epoll_wait returned, one name=EVENTS per ready fd, in the order the kernel

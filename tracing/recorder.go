@@ -19,12 +19,17 @@ const PayloadLimit = 40
 
 // Recorder writes trace lines. It is used by one goroutine: the loop it describes.
 type Recorder struct {
-	w       io.Writer
-	buf     []byte // the line being written
-	showFDs bool
-	names   map[int]string
-	clients int
+	w        io.Writer
+	buf      []byte // the line being written
+	showFDs  bool
+	names    map[int]string
+	clients  int
+	queued   []queued // queue lines not yet written: see Queue
+	interest int      // epoll loops: how many fds the interest list holds (see EpollCtl)
 }
+
+// queued is one client's queue line, held until a line of another kind is written.
+type queued struct{ fd, n, pending int }
 
 // New returns a Recorder writing to w. With showFDs, every name also carries its fd number, e.g. c1(fd5):
 // useful live, never in a golden trace.
@@ -79,6 +84,9 @@ func (r *Recorder) list(fds []int) string {
 // line writes one trace line, the verb in a column of its own, with one write: a reader sees every line
 // the moment it happens, even if the loop then blocks somewhere it should not.
 func (r *Recorder) line(verb, rest string) {
+	if len(r.queued) > 0 {
+		r.writeQueued()
+	}
 	r.buf = append(r.buf[:0], verb...)
 	for len(r.buf) < 10 {
 		r.buf = append(r.buf, ' ')
@@ -154,13 +162,33 @@ func (r *Recorder) Write(fd int, n, m int) {
 }
 
 // Queue records n bytes added to fd's write queue, which now holds pending bytes: "queue c1 +5 bytes,
-// 5 pending". Queue and Unqueue come with every message, so they take ints where Event takes ...any:
+// 5 pending". Queue calls in a row are summed, one line per client in the order they first came,
+// written before the next line of another kind: a read of 200 lines for a room of three is two
+// queue lines, not 400, and the handler that queues keeps no count for the trace.
+// Queue and Unqueue come with every message, so they take ints where Event takes ...any:
 // an int put in an interface is an allocation (past 255), and with tracing off that is pure cost.
 func (r *Recorder) Queue(fd int, n, pending int) {
 	if r == nil {
 		return
 	}
-	r.line("queue", fmt.Sprintf("%s +%d bytes, %d pending", r.name(fd), n, pending))
+	for i := range r.queued {
+		if r.queued[i].fd == fd {
+			r.queued[i].n += n
+			r.queued[i].pending = pending
+			return
+		}
+	}
+	r.queued = append(r.queued, queued{fd, n, pending})
+}
+
+// writeQueued writes the queue lines held by Queue.
+func (r *Recorder) writeQueued() {
+	held := r.queued
+	r.queued = nil // line, below, must not come back here
+	for _, q := range held {
+		r.line("queue", fmt.Sprintf("%s +%d bytes, %d pending", r.name(q.fd), q.n, q.pending))
+	}
+	r.queued = held[:0]
 }
 
 // Unqueue records n bytes written from fd's queue, which still holds pending bytes.

@@ -1,0 +1,73 @@
+//go:build linux || darwin
+
+package main
+
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+
+	"muxlab/tracing"
+)
+
+// A process may hold only so many fds (ulimit -n). When they are all in use, accept fails with
+// EMFILE and the client stays in the listener's backlog, so the listener stays ready and the loop's
+// wait returns at once, forever: a busy loop that serves nobody. The cure is to keep one fd spare:
+// give it back, accept the client with it, tell the client why, close it, and take the spare again.
+
+// fdSetSize is FD_SETSIZE: an FdSet has one bit for each fd from 0 to 1023 (on Linux and macOS).
+const fdSetSize = 1024
+
+// refusal is what a client hears when the server is out of fds.
+const refusal = "* the room is full: the server is out of file descriptors, try again later\n"
+
+// openSpare opens the fd kept spare for that moment.
+func openSpare() (int, error) {
+	return unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+}
+
+// accept takes one client from the listener. Its socket is nonblocking: see the write handler.
+func accept(ln int, spare *int, sndbuf int, tr *tracing.Recorder) (*conn, bool) {
+	fd, _, err := unix.Accept(ln)
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ECONNABORTED) {
+		tr.Again(ln, "accept") // the client left before we got to it
+		return nil, false
+	}
+	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+		tr.Error(ln, "accept", err)
+		unix.Close(*spare)
+		if fd, _, err = unix.Accept(ln); err == nil {
+			tr.Accept(fd)
+			unix.Write(fd, []byte(refusal))
+			unix.Close(fd)
+			tr.Close(fd, "refused: out of fds")
+		}
+		*spare, _ = openSpare()
+		return nil, false
+	}
+	if err != nil {
+		tr.Error(ln, "accept", err)
+		return nil, false
+	}
+	unix.CloseOnExec(fd)
+	unix.SetNonblock(fd, true) // a write takes what fits and returns, instead of stalling the loop (B3)
+	// No Nagle: it holds a short write back until the previous one is acknowledged, and a member who
+	// only listens acknowledges late (delayed ACK, up to 40 ms). Go's net package turns it off too.
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	tr.Accept(fd)
+	if fd >= fdSetSize {
+		// FdSet.Set would panic (or, in C, write past the set). Refuse this one client; serve the rest (B19).
+		// It never joined, so nobody else is told.
+		unix.Write(fd, []byte(roomFull))
+		unix.Close(fd)
+		tr.Close(fd, "refused: fd past FD_SETSIZE")
+		return nil, false
+	}
+	if sndbuf > 0 {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf)
+	}
+	return &conn{fd: fd, wantRead: true}, true
+}
+
+// roomFull is all a client past FD_SETSIZE hears: this server cannot watch its fd.
+const roomFull = "* the room is full: this server uses select, which cannot watch more than 1024 fds\n"

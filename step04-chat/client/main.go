@@ -12,6 +12,8 @@
 //     status 0. So a script can pipe lines in and read the room's replies out.
 //   - Typed bytes go out as the socket takes them (it is nonblocking), and stdin is not read again
 //     until they have all gone, so a flood of input cannot pile up here.
+//   - At a terminal, the client edits the line itself (terminal.go, editor.go), so that a line from
+//     the room never lands in the middle of what you are typing.
 //
 // Chat lines go to stdout; the client's own messages go to stderr. Where select cannot watch stdin
 // (Windows: B18), unsupported.go says so instead.
@@ -32,19 +34,41 @@ import (
 const stdin = 0
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:8000", "the chat server's address, IP:port")
+	os.Exit(run())
+}
+
+// run is the client with its exit status returned, not passed to os.Exit, so that its deferred
+// clean-up (putting the terminal back) runs first, on a panic too.
+func run() int {
+	addr := flag.String("addr", "127.0.0.1:8000", "the chat server's address, IP:port ([::1]:8000 for IPv6)")
 	flag.Parse()
 	sock, err := dial(*addr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "chat client: %v\n", err)
-		os.Exit(1)
+		return 1
 	}
 	fmt.Fprintf(os.Stderr, "chat client: connected to %s; type a line to send it, /quit or end of input (Ctrl-D) to leave\n", *addr)
-	status, why := chat(sock, os.Stdout)
-	if why != "" {
-		fmt.Fprintf(os.Stderr, "chat client: %s\n", why)
+	con, err := openConsole(os.Stdout)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "chat client: %v\n", err)
+		return 1
 	}
-	os.Exit(status)
+	defer con.close()
+	status, why := chat(sock, con)
+	con.close() // the terminal is itself again before the last words
+	if why != "" {
+		fmt.Fprintf(os.Stderr, "chat client: %s\n", lastWords(status, why))
+	}
+	return status
+}
+
+// lastWords is the client's final line. After a status 1, "go run" prints "exit status 1", which
+// reads like a crash, so the line says beforehand what that status means.
+func lastWords(status int, why string) string {
+	if status == 0 {
+		return why
+	}
+	return fmt.Sprintf("%s, so the chat is over (exit status %d: it ended without you leaving; not a crash)", why, status)
 }
 
 // dial connects a TCP socket to addr, then makes it nonblocking for the loop.
@@ -53,10 +77,7 @@ func dial(addr string) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("-addr %q: want IP:port, e.g. 127.0.0.1:8000", addr)
 	}
-	family, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()})
-	if ap.Addr().Is6() {
-		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-	}
+	family, sa := sockaddr(ap)
 	fd, err := unix.Socket(family, unix.SOCK_STREAM, 0)
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
@@ -77,9 +98,55 @@ func dial(addr string) (int, error) {
 	return fd, nil
 }
 
-// chat is the loop: select on stdin and the socket, copy the socket to out and stdin to the socket.
-// It returns the exit status and, for status 1, why.
-func chat(sock int, out io.Writer) (status int, why string) {
+// sockaddr turns an address into a socket family and address. Is6 comes first: As4 panics on an
+// IPv6 address.
+func sockaddr(ap netip.AddrPort) (family int, sa unix.Sockaddr) {
+	if ap.Addr().Is6() {
+		return unix.AF_INET6, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	}
+	return unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+}
+
+// A console is the person's side of the loop: what they type goes through it to the server, and what
+// the server sends goes through it to their screen. A pipe passes bytes as they are; a terminal edits
+// the line (terminal.go).
+type console interface {
+	// typed takes bytes read from stdin and returns the bytes to send, and what the person asked for.
+	typed(p []byte) (send []byte, asked request)
+	// show puts bytes from the server on the screen.
+	show(p []byte)
+	// close leaves the screen tidy (and a terminal as it was); calling it again does nothing.
+	close()
+}
+
+// request is what the person asked for with a key.
+type request int
+
+const (
+	keepTyping request = iota
+	endOfInput         // Ctrl-D on an empty line: leave politely, like the end of a piped file
+	leaveNow           // Ctrl-C: leave at once
+)
+
+// openConsole returns a line-editing terminal when stdin and stdout are both terminals, and a plain
+// pipe otherwise (the line discipline then echoes, or nobody needs an echo).
+func openConsole(out *os.File) (console, error) {
+	if !isTerminal(stdin) || !isTerminal(int(out.Fd())) {
+		return pipe{out}, nil
+	}
+	return openTerminal(stdin, out)
+}
+
+// pipe is the console when stdin or stdout is not a terminal: bytes pass as they are.
+type pipe struct{ out io.Writer }
+
+func (p pipe) typed(b []byte) ([]byte, request) { return b, keepTyping }
+func (p pipe) show(b []byte)                    { p.out.Write(b) }
+func (p pipe) close()                           {}
+
+// chat is the loop: select on stdin and the socket, copy the socket to the console and what the console
+// makes of stdin to the socket. It returns the exit status and, for status 1, why.
+func chat(sock int, con console) (status int, why string) {
 	var pending []byte // typed bytes the socket has not taken yet
 	typing := true     // stdin is still open
 	shut := false      // we sent our FIN (shutdown SHUT_WR)
@@ -111,7 +178,7 @@ func chat(sock int, out io.Writer) (status int, why string) {
 			case n == 0:
 				return 1, "the server closed the connection" // B17: EOF ends the loop, it is not "no data yet"
 			default:
-				out.Write(buf[:n])
+				con.show(buf[:n])
 			}
 		}
 		if r.IsSet(stdin) {
@@ -121,8 +188,15 @@ func chat(sock int, out io.Writer) (status int, why string) {
 			case n <= 0:
 				typing = false // end of input (or a broken terminal): leave the room politely
 			default:
-				pending = append(pending, buf[:n]...)
-				quit.scan(buf[:n])
+				send, asked := con.typed(buf[:n])
+				pending = append(pending, send...)
+				quit.scan(send)
+				switch asked {
+				case endOfInput:
+					typing = false
+				case leaveNow:
+					return 0, "you left (Ctrl-C)"
+				}
 			}
 		}
 		if w.IsSet(sock) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,20 +134,60 @@ func (p *proc) stderrAfterExit() string {
 // fakeServer listens on a free loopback port; the test plays the server by hand, with blocking calls.
 func fakeServer(t *testing.T) (ln int, addr string) {
 	t.Helper()
-	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	ln, addr, err := listenLoopback(t, unix.AF_INET)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ln, addr
+}
+
+// fakeServer6 is fakeServer on the IPv6 loopback, [::1]. It skips the test on a machine without one,
+// which it knows by failing to bind there.
+func fakeServer6(t *testing.T) (ln int, addr string) {
+	t.Helper()
+	ln, addr, err := listenLoopback(t, unix.AF_INET6)
+	if errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EADDRNOTAVAIL) {
+		t.Skipf("no IPv6 loopback on this machine: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln, addr
+}
+
+// listenLoopback listens on a free port of the loopback address of family (AF_INET or AF_INET6).
+func listenLoopback(t *testing.T, family int) (ln int, addr string, err error) {
+	t.Helper()
+	ip := netip.MustParseAddr("127.0.0.1")
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: ip.As4()}
+	if family == unix.AF_INET6 {
+		ip = netip.IPv6Loopback()
+		sa = &unix.SockaddrInet6{Addr: ip.As16()}
+	}
+	ln, err = unix.Socket(family, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return -1, "", fmt.Errorf("socket: %w", err)
+	}
 	t.Cleanup(func() { unix.Close(ln) })
 	unix.CloseOnExec(ln)
-	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
+	if err := unix.Bind(ln, sa); err != nil {
+		return -1, "", fmt.Errorf("bind %v: %w", ip, err)
 	}
 	if err := unix.Listen(ln, 8); err != nil {
-		t.Fatal(err)
+		return -1, "", fmt.Errorf("listen: %w", err)
 	}
-	sa, _ := unix.Getsockname(ln)
-	return ln, fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	bound, err := unix.Getsockname(ln)
+	if err != nil {
+		return -1, "", fmt.Errorf("getsockname: %w", err)
+	}
+	port := 0
+	switch b := bound.(type) {
+	case *unix.SockaddrInet4:
+		port = b.Port
+	case *unix.SockaddrInet6:
+		port = b.Port
+	}
+	return ln, netip.AddrPortFrom(ip, uint16(port)).String(), nil
 }
 
 // waitReadable waits until fd has something to read (or EOF), failing the test after within.
@@ -259,6 +300,22 @@ func TestB17_ClientExitsWhenServerCloses(t *testing.T) {
 	}
 }
 
+// serverClosedLine is the client's last line when the server closes the connection. "go run" prints
+// "exit status 1" after it (issue 20, item 1), so it says that the status means the chat ended, not a
+// crash.
+const serverClosedLine = "chat client: the server closed the connection, so the chat is over (exit status 1: it ended without you leaving; not a crash)"
+
+func TestServerCloseLastLineExplainsTheExitStatus(t *testing.T) {
+	ln, addr := fakeServer(t)
+	c := startClient(t, addr)
+	unix.Close(acceptOne(t, ln))
+	stderr := c.expectExit(1)
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if last := lines[len(lines)-1]; last != serverClosedLine {
+		t.Errorf("last line:\n%s\nwant:\n%s", last, serverClosedLine)
+	}
+}
+
 // A reset is reported as a reset, with status 1.
 func TestB17_ClientExitsWhenServerResets(t *testing.T) {
 	ln, addr := fakeServer(t)
@@ -317,6 +374,37 @@ func firstDiff(a, b string) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// -addr [::1]:PORT: the client used to call As4 before asking Is6, and As4 panics on an IPv6 address.
+func TestClientConnectsOverIPv6(t *testing.T) {
+	ln, addr := fakeServer6(t)
+	if !strings.HasPrefix(addr, "[::1]:") {
+		t.Fatalf("the fake server listens on %s, want [::1]:PORT", addr)
+	}
+	c := startClient(t, addr)
+	conn := acceptOne(t, ln)
+	c.send("hello over IPv6\n")
+	if got := readN(t, conn, len("hello over IPv6\n")); got != "hello over IPv6\n" {
+		t.Fatalf("server got %q", got)
+	}
+	writeAll(t, conn, "* hi\n")
+	c.expectLine("* hi")
+}
+
+func TestSockaddrPicksTheFamily(t *testing.T) {
+	for _, tc := range []struct {
+		addr   string
+		family int
+	}{
+		{"127.0.0.1:8000", unix.AF_INET},
+		{"[::1]:8000", unix.AF_INET6},
+		{"[::ffff:127.0.0.1]:8000", unix.AF_INET6}, // IPv4-mapped: an IPv6 socket reaches it
+	} {
+		if family, _ := sockaddr(netip.MustParseAddrPort(tc.addr)); family != tc.family {
+			t.Errorf("%s: family %d, want %d", tc.addr, family, tc.family)
+		}
+	}
 }
 
 // Nobody listening: one clear line and status 1.

@@ -26,12 +26,14 @@ func openSpare() (int, error) {
 	return unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 }
 
-// accept takes one client from the listener. Its socket is nonblocking: see the write handler.
-func accept(ln int, spare *int, sndbuf int, tr *tracing.Recorder) (*conn, bool) {
+// accept takes one client from the listener, or nil if there is none to serve. Its socket is
+// nonblocking: see the write handler. more is false once the backlog is empty (EAGAIN) or accept
+// failed for good: a loop that must empty the backlog (step 06) accepts until then.
+func accept(ln int, spare *int, sndbuf int, tr *tracing.Recorder) (c *conn, more bool) {
 	fd, _, err := unix.Accept(ln)
 	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ECONNABORTED) {
-		tr.Again(ln, "accept") // the client left before we got to it
-		return nil, false
+		tr.Again(ln, "accept") // nobody waits, or the client left before we got to it
+		return nil, errors.Is(err, unix.ECONNABORTED)
 	}
 	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
 		tr.Error(ln, "accept", err)
@@ -43,7 +45,7 @@ func accept(ln int, spare *int, sndbuf int, tr *tracing.Recorder) (*conn, bool) 
 			tr.Close(fd, "refused: out of fds")
 		}
 		*spare, _ = openSpare()
-		return nil, false
+		return nil, err == nil
 	}
 	if err != nil {
 		tr.Error(ln, "accept", err)
@@ -57,7 +59,7 @@ func accept(ln int, spare *int, sndbuf int, tr *tracing.Recorder) (*conn, bool) 
 		unix.Write(fd, []byte("server full: this server uses select, which cannot watch more than 1024 fds\n"))
 		unix.Close(fd)
 		tr.Close(fd, "refused: fd past FD_SETSIZE")
-		return nil, false
+		return nil, true
 	}
 	if sndbuf > 0 {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf)

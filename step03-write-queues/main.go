@@ -189,7 +189,7 @@ func serve(ln, sig, sndbuf int, svc *echo) error {
 		}
 		// A new client has sent nothing yet: it joins the lists on the next turn.
 		if stopBy.IsZero() && readable.IsSet(ln) {
-			if c, ok := accept(ln, &spare, sndbuf, tr); ok {
+			if c, _ := accept(ln, &spare, sndbuf, tr); c != nil {
 				clients = append(clients, c)
 			}
 		}

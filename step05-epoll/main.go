@@ -189,7 +189,7 @@ func serve(ln, sig, sndbuf int, svc service, tr *tracing.Recorder) error {
 		for _, ev := range events[:n] {
 			switch fd := int(ev.Fd); {
 			case fd == ln && !p.stopping:
-				if c, ok := accept(ln, &spare, sndbuf, tr); ok && p.watch(c) {
+				if c, _ := accept(ln, &spare, sndbuf, tr); c != nil && p.watch(c) {
 					svc.join(c)
 				}
 			case fd == sig && !p.stopping:

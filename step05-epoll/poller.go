@@ -91,7 +91,7 @@ func (p *poller) watch(c *conn) bool {
 	for len(p.clients) <= c.fd {
 		p.clients = append(p.clients, watched{}) // append grows the slice by doubling: few copies
 	}
-	p.clients[c.fd] = watched{c, events}
+	p.clients[c.fd] = watched{c: c, events: events}
 	return true
 }
 

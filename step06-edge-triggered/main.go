@@ -1,0 +1,310 @@
+//go:build linux
+
+// Step 06: edge-triggered epoll. Parent: step 05. The handlers and the interest list stay; the loop
+// learns to drain, and to be fair.
+//
+// Level-triggered (step 05), epoll reports a socket on every wait while it is ready, as select does.
+// Edge-triggered (EPOLLET), it reports a socket once each time it becomes ready: when bytes arrive at
+// an empty socket, not while bytes wait. So the loop must take everything an event announced: accept
+// until EAGAIN, read until the socket is drained (EAGAIN, or a read that returns less than it asked
+// for), and, when the event says the client sent FIN, on to the read of 0 that ends it. A loop that
+// stops early waits forever for an edge that will not come (exercise 06a: the hang).
+//
+// Draining has a price: a client that sends without pause is never drained, and a naive loop reads
+// it forever while the others wait, and in the chat queues every byte it sends for every member
+// within that one event. So this loop reads at most -readbudget times from one client per turn; a
+// client left undrained is owed a read, which the loop pays next turn without waiting for an edge,
+// and while anyone is owed, the wait does not sleep (timeout 0). -readbudget 0 is the naive drain.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+
+	_ "embed"
+
+	"golang.org/x/sys/unix"
+
+	"muxlab/tracing"
+	"muxlab/tracing/replay"
+)
+
+// shutdownGrace bounds how long a stopping server keeps sending what clients still have queued.
+const shutdownGrace = 2 * time.Second
+
+//go:embed scenarios/room.txt
+var roomScenario string
+
+//go:embed scenarios/echo-seed.txt
+var echoScenario string
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8000", "listen on this address (loopback by default)")
+	trace := flag.Bool("trace", true, "write the trace to stdout")
+	fds := flag.Bool("fds", false, "show fd numbers in the trace (they change from run to run)")
+	echoing := flag.Bool("echo", false, "serve step03's echo instead of step04's chat room")
+	sndbuf := flag.Int("sndbuf", 0, "if set, SO_SNDBUF for each client socket: small values show a slow reader sooner")
+	maxLine := flag.Int("maxline", 1024, "chat: longest line a member may send, in bytes; longer ones are refused")
+	maxQueue := flag.Int("maxqueue", 64<<10, "chat: a member whose socket is full with this many bytes still queued is too slow, and is put out")
+	high := flag.Int("highwater", 64<<10, "echo: stop reading from a client while this many bytes wait to be sent back to it")
+	low := flag.Int("lowwater", 16<<10, "echo: read from a paused client again once fewer than this many bytes wait")
+	budget := flag.Int("readbudget", 4, "most reads (of up to 64 KiB) from one client in one turn; a client with more is read again next turn; 0: read until drained (the naive drain, unfair)")
+	demo := flag.Bool("demo", false, "play three members chatting (with -echo: the seed's steps) against this program and show the trace")
+	flag.Parse()
+	if *demo {
+		name, text := "scenarios/room.txt", roomScenario
+		if *echoing {
+			name, text = "scenarios/echo-seed.txt", echoScenario
+		}
+		os.Exit(replay.Demo(os.Stdout, "step06-edge-triggered", name, text, "-fds="+fmt.Sprint(*fds), "-echo="+fmt.Sprint(*echoing)))
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "step06-edge-triggered: unexpected argument %q: flags are written -name=value (see -h)\n", flag.Arg(0))
+		os.Exit(2)
+	}
+	if *maxLine < 1 || *maxQueue < 1 || *sndbuf < 0 || *budget < 0 {
+		fmt.Fprintf(os.Stderr, "step06-edge-triggered: want -maxline (%d) and -maxqueue (%d) of at least 1, and -sndbuf (%d) and -readbudget (%d) >= 0\n", *maxLine, *maxQueue, *sndbuf, *budget)
+		os.Exit(2)
+	}
+	if *low < 1 || *low > *high {
+		fmt.Fprintf(os.Stderr, "step06-edge-triggered: want 1 <= -lowwater (%d) <= -highwater (%d)\n", *low, *high)
+		os.Exit(2)
+	}
+
+	var tr *tracing.Recorder // nil: tracing off
+	if *trace {
+		tr = tracing.New(os.Stdout, *fds)
+	}
+	ln, bound, err := listen(*addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "step06-edge-triggered: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "step06-edge-triggered: listening on %s (try: go run ./step04-chat/client -addr %s)\n", bound, bound)
+	tr.Listen(ln)
+	sig, err := signalPipe()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "step06-edge-triggered: %v\n", err)
+		os.Exit(1)
+	}
+	tr.Name(sig, "signals")
+	var svc service = &room{maxLine: *maxLine, maxQueue: *maxQueue, tr: tr}
+	if *echoing {
+		svc, refusal = &echo{high: *high, low: *low, tr: tr}, "server busy: out of file descriptors, try again later\n"
+	}
+	if err := serve(ln, sig, *sndbuf, *budget, svc, tr); err != nil {
+		fmt.Fprintf(os.Stderr, "step06-edge-triggered: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// listen opens a TCP socket, binds it to addr and listens. The listener is nonblocking, so that an
+// accept for a client that already left returns EAGAIN instead of blocking the loop.
+func listen(addr string) (fd int, bound netip.AddrPort, err error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return -1, bound, fmt.Errorf("-addr %q: want IP:port, e.g. 127.0.0.1:8000", addr)
+	}
+	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()})
+	if ap.Addr().Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	if fd, err = unix.Socket(family, unix.SOCK_STREAM, 0); err != nil {
+		return -1, bound, fmt.Errorf("socket: %w", err)
+	}
+	unix.CloseOnExec(fd)
+	// SO_REUSEADDR lets a restarted server bind while old connections sit in TIME_WAIT.
+	if err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err == nil {
+		if err = unix.Bind(fd, sa); err == nil {
+			if err = unix.Listen(fd, 128); err == nil {
+				err = unix.SetNonblock(fd, true)
+			}
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, bound, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	// With port 0 the kernel picked a free port: ask which.
+	switch got, _ := unix.Getsockname(fd); got := got.(type) {
+	case *unix.SockaddrInet4:
+		bound = netip.AddrPortFrom(netip.AddrFrom4(got.Addr), uint16(got.Port))
+	case *unix.SockaddrInet6:
+		bound = netip.AddrPortFrom(netip.AddrFrom16(got.Addr), uint16(got.Port))
+	}
+	return fd, bound, nil
+}
+
+// service is what the loop serves: the room (room.go) or, with -echo, the echo (echo.go). Its
+// handlers say in each client's want fields what they want next; only the loop talks to epoll.
+type service interface {
+	join(c *conn)             // a client was accepted
+	read(c *conn, buf []byte) // c is readable
+	write(c *conn)            // c is writable, or its queue has just filled
+	endTurn()                 // after each turn
+	stop()                    // a signal came: the server is stopping
+	takeWoken() []*conn       // clients whose wants changed outside their own turn (a broadcast)
+}
+
+// serve is the event loop: register the listener and the signal pipe once, then ask epoll which
+// sockets have become ready, drain exactly those (within the read budget) through the service's
+// handlers, and keep the interest list in step with what each client wants. It returns when a signal
+// has stopped it and every client is closed.
+func serve(ln, sig, sndbuf, budget int, svc service, tr *tracing.Recorder) error {
+	p, err := newPoller(tr)
+	if err != nil {
+		return err
+	}
+	for _, fd := range []int{ln, sig} {
+		if err := p.add(fd, unix.EPOLLIN); err != nil {
+			return fmt.Errorf("epoll_ctl: %w", err)
+		}
+	}
+	buf := make([]byte, 64<<10) // one buffer for every read: what must outlive the read is queued
+	openRuntimePoller()
+	spare, err := openSpare()
+	if err != nil {
+		return fmt.Errorf("open the spare fd: %w", err)
+	}
+	var stopBy time.Time                   // when stopping: the moment to give up on sending what is queued
+	events := make([]unix.EpollEvent, 128) // room for this many ready sockets per wait; more wait their turn
+	for {
+		if p.stopping && (time.Now().After(stopBy) || !slices.ContainsFunc(p.byFD(), wantsWrite)) {
+			for _, c := range p.byFD() {
+				end(c, "shutdown", tr)
+				p.forget(c)
+			}
+			unix.Close(sig)
+			unix.Close(spare)
+			return nil
+		}
+		wake := stopBy
+		if p.owesRead() {
+			wake = time.Now() // someone is owed a read: look for news, but do not sleep
+		}
+		tr.EpollWait()
+		n, err := epollWait(p.ep, events, wake)
+		if err != nil {
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		tr.EpollReady(events[:n])
+
+		// Only what became ready comes back, once: each must be drained now, or owed.
+		owed := p.owed
+		p.owed = nil
+		for _, ev := range events[:n] {
+			switch fd := int(ev.Fd); {
+			case fd == ln && !p.stopping:
+				for more := true; more; {
+					var c *conn
+					if c, more = accept(ln, &spare, sndbuf, tr); c != nil && p.watch(c) {
+						svc.join(c)
+					}
+				}
+			case fd == sig && !p.stopping:
+				var b [1]byte
+				unix.Read(sig, b[:])
+				tr.Note("signal", "%s: stop accepting, send what is queued (at most %v), then exit", unix.SignalName(unix.Signal(b[0])), shutdownGrace)
+				p.remove(ln)
+				unix.Close(ln)
+				tr.Close(ln, "shutdown")
+				p.remove(sig)
+				stopBy = time.Now().Add(shutdownGrace)
+				p.stopping = true
+				svc.stop()
+				for _, c := range p.byFD() {
+					p.follow(c) // none is read from any more
+				}
+			case fd < len(p.clients) && p.clients[fd].c != nil:
+				c, w := p.clients[fd].c, &p.clients[fd]
+				// A FIN that came with the last bytes is not news to epoll any more: remember it, and
+				// read on to the read of 0 that says so.
+				w.fin = w.fin || ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0
+				if ev.Events&readEvents != 0 && !w.owed {
+					p.readSome(c, svc, buf, budget)
+				}
+				// Write when epoll says c is writable, and also when c's queue has just filled and epoll
+				// is not watching it for writing yet: a socket with space takes the bytes now, which
+				// saves two epoll_ctl calls and a turn; if it has none, the write says EAGAIN and c is
+				// watched for EPOLLOUT.
+				if c.wantWrite && (ev.Events&writeEvents != 0 || p.clients[fd].events&unix.EPOLLOUT == 0) {
+					svc.write(c)
+				}
+				if !c.wantRead && !c.wantWrite && !c.wantClose && ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+					// Stopping, nothing to send, and the client hung up: epoll reports ERR and HUP even
+					// unasked, on every wait, so keeping it would spin the loop until the grace ends.
+					end(c, "hung up", tr)
+				}
+				p.follow(c)
+			}
+			for _, c := range svc.takeWoken() {
+				p.follow(c)
+			}
+		}
+		// Pay what the last turn owed: each client left undrained is read once more, within the budget.
+		for _, c := range owed {
+			if c.fd >= 0 {
+				p.clients[c.fd].owed = false
+				p.readSome(c, svc, buf, budget)
+				p.follow(c)
+			}
+		}
+		svc.endTurn()
+		for _, c := range svc.takeWoken() {
+			p.follow(c)
+		}
+	}
+}
+
+// wantsWrite reports whether c still has something to send.
+func wantsWrite(c *conn) bool { return c.wantWrite }
+
+// readSome reads from c until it is drained, its handlers want no more reading, or the turn's budget
+// of reads is spent. Edge-triggered, epoll will not report again the bytes it has reported once: a
+// client left undrained (the budget, or a pause) is owed a read, which the loop pays next turn.
+func (p *poller) readSome(c *conn, svc service, buf []byte, budget int) {
+	w := &p.clients[c.fd]
+	reads := 0
+	for c.wantRead && !p.stopping && (budget == 0 || reads < budget) {
+		svc.read(c, buf)
+		reads++
+		if c.drained && !w.fin {
+			return
+		}
+	}
+	if c.wantClose || c.drained && !w.fin {
+		return
+	}
+	if c.wantRead && !p.stopping {
+		p.tr.Event("owed", c.fd, "read budget spent (%d reads): read again next turn", reads)
+	}
+	w.owed = true
+	p.owed = append(p.owed, c)
+}
+
+// openRuntimePoller makes the Go runtime open its own epoll fd now. The runtime opens it lazily, the
+// first time it needs a timer, and if that moment came while this server's fds were all in use (see
+// accept.go), the runtime could not open it and would die ("netpollinit failed"). A nanosecond's sleep
+// needs a timer.
+func openRuntimePoller() { time.Sleep(time.Nanosecond) }
+
+// epollWait waits until something in the interest list is ready, with no timeout, or until deadline
+// if it is set (when stopping), and returns how many events it wrote. A signal (the Go runtime sends
+// them to preempt goroutines) ends the wait with EINTR and n = -1: then it asks again, with what is
+// left of the time. Unlike select's sets, nothing it was given was overwritten.
+func epollWait(ep int, events []unix.EpollEvent, deadline time.Time) (int, error) {
+	for {
+		timeout := -1 // milliseconds; -1: none
+		if !deadline.IsZero() {
+			timeout = int((max(time.Until(deadline), 0) + time.Millisecond - 1) / time.Millisecond)
+		}
+		n, err := unix.EpollWait(ep, events, timeout)
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}

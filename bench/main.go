@@ -68,7 +68,7 @@ var smoke = config{
 func main() {
 	smokeMode := flag.Bool("smoke", false, "run every workload briefly, check results, write no report unless -out is given")
 	out := flag.String("out", "", "write the report to this file (default: docs/performance.md, or none with -smoke)")
-	only := flag.String("servers", "", "measure only the servers whose table name matches this regexp, e.g. 'step05|baseline'")
+	only := flag.String("servers", "", "measure only the servers whose table name matches this regexp, e.g. 'step05|step06|baseline'")
 	source := flag.String("source", "", "what code is measured, for the report (default: the checkout's git commit, and whether the measured packages have uncommitted changes)")
 	workloads := flag.String("workloads", "", "run only these workloads, comma-separated: echo,scan,chat,tracing (default all)")
 	flag.StringVar(&profiling.dir, "cpuprofile", "", "write a CPU profile of every server run into this directory (see profile.go); no report unless -out")

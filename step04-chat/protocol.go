@@ -81,12 +81,15 @@ func (f *framer) rest() (line string, ok bool) {
 
 // clean makes a line safe to show on other members' terminals: control characters other than tab
 // are removed, so nobody can send escape sequences (ESC [ 2 J clears a screen) or a carriage return
-// that overwrites what others see; bytes that are not UTF-8 become U+FFFD. What is left is text.
+// that overwrites what others see; so are the invisible format characters (Unicode category Cf:
+// bidi overrides such as U+202E, zero-width spaces, U+FEFF), which let one member make another's line
+// read differently on screen, and the line and paragraph separators U+2028 and U+2029; bytes that are
+// not UTF-8 become U+FFFD. What is left is text.
 func clean(line string) string {
 	var b strings.Builder
 	for _, r := range line { // ranging over a string yields U+FFFD for each invalid byte
-		if unicode.IsControl(r) && r != '\t' { // C0, DEL and C1 (U+0080..U+009F, where CSI lives)
-			continue
+		if unicode.IsControl(r) && r != '\t' || unicode.Is(unicode.Cf, r) || r == '\u2028' || r == '\u2029' {
+			continue // C0, DEL and C1 (U+0080..U+009F, where CSI lives), format characters, separators
 		}
 		b.WriteRune(r)
 	}

@@ -156,17 +156,20 @@ func FuzzFramer(f *testing.F) {
 // B15's lesson, for text: what is relayed is text a terminal shows as text, whatever bytes came in.
 func TestCleanRemovesControlsAndBadBytes(t *testing.T) {
 	for in, want := range map[string]string{
-		"plain text":                 "plain text",
-		"tab\tstays":                 "tab\tstays",
-		"\x1b[2Jcleared":             "[2Jcleared",
-		"bell\a and nul\x00":         "bell and nul",
-		"over\rwrite":                "overwrite",
-		"del\x7f":                    "del",
-		"c1 csi \u009b31m":           "c1 csi 31m",
-		"bad \xff\xfe bytes":         "bad \ufffd\ufffd bytes",
-		"cut rune \xe4\xb8":          "cut rune \ufffd\ufffd",
-		"中文 and émoji 🙂":             "中文 and émoji 🙂",
-		"\u202eRTL override is text": "\u202eRTL override is text",
+		"plain text":                "plain text",
+		"tab\tstays":                "tab\tstays",
+		"\x1b[2Jcleared":            "[2Jcleared",
+		"bell\a and nul\x00":        "bell and nul",
+		"over\rwrite":               "overwrite",
+		"del\x7f":                   "del",
+		"c1 csi \u009b31m":          "c1 csi 31m",
+		"bad \xff\xfe bytes":        "bad \ufffd\ufffd bytes",
+		"cut rune \xe4\xb8":         "cut rune \ufffd\ufffd",
+		"中文 and émoji 🙂":            "中文 and émoji 🙂",
+		"\u202eRTL override goes":   "RTL override goes",
+		"bidi \u2066isolate\u2069":  "bidi isolate",
+		"zero\u200bwidth \ufeffbom": "zerowidth bom",
+		"line\u2028para\u2029sep":   "lineparasep",
 	} {
 		if got := clean(in); got != want {
 			t.Errorf("clean(%q) = %q, want %q", in, got, want)
@@ -174,7 +177,8 @@ func TestCleanRemovesControlsAndBadBytes(t *testing.T) {
 	}
 }
 
-// FuzzClean: the result is valid UTF-8 with no control character but tab, and cleaning twice
+// FuzzClean: the result is valid UTF-8 with no control character but tab, no format character (Cf)
+// and no line or paragraph separator, and cleaning twice
 // changes nothing.
 func FuzzClean(f *testing.F) {
 	f.Add("hello\x1b[31m red \xff\x00\t")
@@ -185,8 +189,8 @@ func FuzzClean(f *testing.F) {
 			t.Fatalf("clean(%q) = %q: not UTF-8", s, c)
 		}
 		for _, r := range c {
-			if unicode.IsControl(r) && r != '\t' {
-				t.Fatalf("clean(%q) = %q: holds control %U", s, c, r)
+			if unicode.IsControl(r) && r != '\t' || unicode.Is(unicode.Cf, r) || r == '\u2028' || r == '\u2029' {
+				t.Fatalf("clean(%q) = %q: holds control or invisible %U", s, c, r)
 			}
 		}
 		if cc := clean(c); cc != c {

@@ -638,3 +638,27 @@ func TestCopiesDifferOnlyInListedLines(t *testing.T) {
 		}},
 	})
 }
+
+// Issue 20, item 5: while stopping, the loop reads nobody, yet epoll reports a client that resets
+// (ERR|HUP) unasked on every wait. With nothing queued for it, no handler would ever be called, and
+// the level-triggered loop spun for the rest of the grace. Now the loop closes it: the replayer's
+// settle (every server thread asleep after each action) fails on a loop that spins.
+func TestStopWhileAClientHangsUpDoesNotSpin(t *testing.T) {
+	s := tracetest.Open(t, ".", "-echo", "-sndbuf", "4096")
+	srv := s.Server()
+	tracetest.Do(t, s, `connect c1 rcvbuf=4096
+connect c2
+send c1 20000 bytes
+send c2 "still here\n"
+expect c2 "still here\n"
+signal TERM`)
+	cpu := srv.CPUTime()
+	tracetest.Do(t, s, "reset c2")
+	if !strings.Contains(s.Transcript(), "close      c2 (hung up)\n") {
+		t.Fatalf("c2's reset during the grace was not handled:\n%s", s.Transcript())
+	}
+	tracetest.Do(t, s, "expect-exit 0")
+	if used := srv.CPUTime() - cpu; used > shutdownGrace/2 {
+		t.Errorf("the server used %v of CPU in a %v grace: it spins", used, shutdownGrace)
+	}
+}

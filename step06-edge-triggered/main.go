@@ -234,9 +234,9 @@ func serve(ln, sig, sndbuf, budget int, svc service, tr *tracing.Recorder) error
 				if c.wantWrite && (ev.Events&writeEvents != 0 || p.clients[fd].events&unix.EPOLLOUT == 0) {
 					svc.write(c)
 				}
-				if !c.wantRead && !c.wantWrite && !c.wantClose && ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+				if !c.wantClose && p.interest(c)&(unix.EPOLLIN|unix.EPOLLOUT) == 0 && ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 					// Stopping, nothing to send, and the client hung up: epoll reports ERR and HUP even
-					// unasked, on every wait, so keeping it would spin the loop until the grace ends.
+					// unasked, so no handler would take it, and level-triggered it would spin the loop.
 					end(c, "hung up", tr)
 				}
 				p.follow(c)

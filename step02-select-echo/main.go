@@ -45,6 +45,10 @@ func main() {
 	if *demo {
 		os.Exit(replay.Demo(os.Stdout, "step02-select-echo", "scenarios/seed.txt", seedScenario, "-fds="+fmt.Sprint(*fds)))
 	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "step02-select-echo: unexpected argument %q: flags are written -name=value (see -h)\n", flag.Arg(0))
+		os.Exit(2)
+	}
 
 	var tr *tracing.Recorder // nil: tracing off
 	if *trace {

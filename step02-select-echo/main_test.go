@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -104,4 +105,16 @@ func TestB4_SelectHasNoTimeout(t *testing.T) {
 		}
 	}
 	t.Fatal("no thread of the server is in select(2) while it is idle")
+}
+
+// Issue 20, item 6: `-trace false` is a flag and a stray argument ("false"); Go's flag package stops
+// at the first argument that is not a flag, so the -addr after it was ignored and the server listened
+// on the default port with the trace on. Every step now refuses a stray argument with exit status 2.
+func TestStrayArgumentIsRefused(t *testing.T) {
+	for _, step := range []string{"../step01-blocking", ".", "../step03-write-queues", "../step04-chat", "../step05-epoll", "../step06-edge-triggered"} {
+		out, err := exec.Command(tracetest.Binary(t, step), "-trace", "false", "-addr", "127.0.0.1:0").CombinedOutput()
+		if e, ok := err.(*exec.ExitError); !ok || e.ExitCode() != 2 || !strings.Contains(string(out), `unexpected argument "false"`) {
+			t.Errorf("%s -trace false -addr 127.0.0.1:0: %v, %q: want exit status 2 and a line about the argument", step, err, out)
+		}
+	}
 }

@@ -52,16 +52,16 @@ func TestB1_EOFClosesAndStopsWatching(t *testing.T) {
 // B2: every client that leaves gives its fd back, whether it closed or reset.
 func TestB2_ClientsThatLeaveGiveTheirFDsBack(t *testing.T) {
 	s := tracetest.Open(t, ".")
-	baseline := s.Server().OpenFDs()
+	baseline := tracetest.Sockets(t, s.Server())
 	for i := 1; i <= 5; i++ {
 		tracetest.Do(t, s, fmt.Sprintf("connect c%d\nsend c%d \"hi\\n\"\nexpect c%d \"hi\\n\"", i, i, i))
 	}
-	if got := s.Server().OpenFDs(); got != baseline+5 {
-		t.Fatalf("with 5 clients the server holds %d fds, want %d", got, baseline+5)
+	if got := tracetest.Sockets(t, s.Server()); got != baseline+5 {
+		t.Fatalf("with 5 clients the server holds %d sockets, want %d", got, baseline+5)
 	}
 	tracetest.Do(t, s, "close c1\nreset c2\nshutdown c3\nclose c3 unnoticed\nclose c4\nreset c5")
-	if got := s.Server().OpenFDs(); got != baseline {
-		t.Fatalf("after every client left the server holds %d fds, want its baseline %d:\n%s", got, baseline, s.Transcript())
+	if got := tracetest.Sockets(t, s.Server()); got != baseline {
+		t.Fatalf("after every client left the server holds %d sockets, want its baseline %d:\n%s", got, baseline, s.Transcript())
 	}
 	for _, want := range []string{"close      c1 (EOF)", "close      c2 (reset)", "close      c5 (reset)"} {
 		if !strings.Contains(s.Transcript(), want+"\n") {

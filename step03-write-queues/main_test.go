@@ -290,7 +290,7 @@ func TestB9_ResetDropsTheQueueAndEveryList(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := tracetest.Open(t, ".", sc.Args...)
-	baseline := s.Server().OpenFDs()
+	baseline := tracetest.Sockets(t, s.Server())
 	if err := s.Play(sc); err != nil {
 		t.Fatalf("%v\n%s", err, s.Transcript())
 	}
@@ -299,8 +299,8 @@ func TestB9_ResetDropsTheQueueAndEveryList(t *testing.T) {
 	}
 	transcript := s.Transcript()
 	tracetest.Compare(t, filepath.Join("testdata", "reset.trace"), transcript)
-	if got := s.Server().OpenFDs(); got != baseline+1 { // c3 is still connected
-		t.Errorf("with c3 connected the server holds %d fds, want %d", got, baseline+1)
+	if got := tracetest.Sockets(t, s.Server()); got != baseline+1 { // c3 is still connected
+		t.Errorf("with c3 connected the server holds %d sockets, want %d", got, baseline+1)
 	}
 	lines := serverLines(transcript)
 	for _, c := range []string{"c1", "c2"} {
@@ -442,7 +442,7 @@ func TestShutdownOnSIGINT(t *testing.T) {
 func TestEMFILERefusesWithoutSpinning(t *testing.T) {
 	s := tracetest.Open(t, ".")
 	srv := s.Server()
-	base := srv.OpenFDs()
+	base, nulls := tracetest.Sockets(t, srv), tracetest.CountFDs(t, srv, "/dev/null")
 	if err := srv.LimitFDs(2); err != nil { // room for two clients
 		t.Skipf("cannot lower the server's RLIMIT_NOFILE: %v", err)
 	}
@@ -471,7 +471,10 @@ expect c4 "four\n"`)
 			t.Errorf("the trace does not say %q", want)
 		}
 	}
-	if got := srv.OpenFDs(); got != base+2 {
-		t.Errorf("the server holds %d fds, want %d (its baseline and two clients)", got, base+2)
+	if got := tracetest.Sockets(t, srv); got != base+2 {
+		t.Errorf("the server holds %d sockets, want %d (its baseline and two clients)", got, base+2)
+	}
+	if got := tracetest.CountFDs(t, srv, "/dev/null"); got != nulls {
+		t.Errorf("the server holds %d fds on /dev/null, want %d as before: the spare, taken again", got, nulls)
 	}
 }

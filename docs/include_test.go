@@ -2,7 +2,6 @@ package docs
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -15,9 +14,12 @@ import (
 	"testing"
 
 	"muxlab/tracing"
+	"muxlab/tracing/tracetest"
 )
 
-var update = flag.Bool("update", false, "rewrite the included blocks in docs/*.md")
+// update is the -update flag every test package of the lab shares: here it rewrites the included blocks
+// in docs/*.md.
+var update = tracetest.Update
 
 var includeRe = regexp.MustCompile(`^<!-- include (\S+)(?: (func|type|lines) (\S+)| (mermaid))? -->$`)
 

@@ -50,8 +50,18 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("chat %s: %+v, want %d deliveries", name, c, want)
 		}
 	}
+	for _, name := range res.fairNames {
+		for _, r := range res.fair[name] {
+			if r.sent == 0 || r.pings == 0 {
+				t.Errorf("fairness %s: %d lines flooded, %d pings", name, r.sent, r.pings)
+			}
+			if !strings.Contains(name, "readbudget 0") && r.complete != smoke.fair.members {
+				t.Errorf("fairness %s: %d of %d members received every line (%d put out)", name, r.complete, smoke.fair.members, r.putOut)
+			}
+		}
+	}
 	page := report(res)
-	for _, section := range []string{"## Echo", "## Scan", "```mermaid", "## Idle memory", "## Chat fan-out", "## Tracing cost", "## Targets"} {
+	for _, section := range []string{"## Echo", "## Scan", "```mermaid", "## Idle memory", "## Chat fan-out", "## Tracing cost", "## Fairness", "## Targets"} {
 		if !strings.Contains(page, section) {
 			t.Errorf("report has no %q", section)
 		}

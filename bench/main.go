@@ -45,6 +45,8 @@ type config struct {
 	chat       chatLoad
 	chatReps   int
 	traceReps  int
+	fair       fairLoad
+	fairReps   int
 	only       map[string]bool // if set, run only these workloads (-workloads)
 }
 
@@ -54,6 +56,8 @@ var full = config{
 	scanActive: 4, scanIdle: []int{0, 100, 500, 1000, 5000, 10000}, scanReps: 5, scanWins: 3,
 	chat:     chatLoad{members: 100, senders: 10, lines: 2000, window: 32},
 	chatReps: 7, traceReps: 21,
+	fair:     fairLoad{members: 20, lines: 30000, floodFor: 3 * time.Second},
+	fairReps: 3,
 }
 
 // smoke runs every workload at a small size; 1100 idle connections are enough to see select refuse.
@@ -63,6 +67,8 @@ var smoke = config{
 	scanActive: 2, scanIdle: []int{0, 100, 1100}, scanReps: 1, scanWins: 1,
 	chat:     chatLoad{members: 10, senders: 3, lines: 50, window: 8},
 	chatReps: 1, traceReps: 1,
+	fair:     fairLoad{members: 4, lines: 2000, floodFor: time.Second},
+	fairReps: 1,
 }
 
 func main() {
@@ -70,7 +76,7 @@ func main() {
 	out := flag.String("out", "", "write the report to this file (default: docs/performance.md, or none with -smoke)")
 	only := flag.String("servers", "", "measure only the servers whose table name matches this regexp, e.g. 'step05|step06|baseline'")
 	source := flag.String("source", "", "what code is measured, for the report (default: the checkout's git commit, and whether the measured packages have uncommitted changes)")
-	workloads := flag.String("workloads", "", "run only these workloads, comma-separated: echo,scan,chat,tracing (default all)")
+	workloads := flag.String("workloads", "", "run only these workloads, comma-separated: echo,scan,chat,tracing,fairness (default all)")
 	flag.StringVar(&profiling.dir, "cpuprofile", "", "write a CPU profile of every server run into this directory (see profile.go); no report unless -out")
 	flag.Parse()
 	if profiling.dir != "" {
@@ -143,6 +149,8 @@ type results struct {
 	chat      map[string]*chatCell
 	traced    string // the step whose tracing cost was measured
 	tracing   map[string]sample
+	fairNames []string
+	fair      map[string][]fairRun
 }
 
 type echoPoint struct{ conns, size int }
@@ -173,7 +181,7 @@ func runSuite(cfg config, log io.Writer) (*results, error) {
 	}
 	res := &results{cfg: cfg, root: root, started: time.Now(), machine: machine(), load: [2]string{loadAverage()},
 		echo: map[echoPoint]map[string]*echoCell{}, scan: map[string]map[int]*scanCell{},
-		chat: map[string]*chatCell{}, tracing: map[string]sample{}}
+		chat: map[string]*chatCell{}, tracing: map[string]sample{}, fair: map[string][]fairRun{}}
 	if err := raiseFDLimit(); err != nil {
 		return nil, err
 	}
@@ -231,6 +239,7 @@ func runSuite(cfg config, log io.Writer) (*results, error) {
 		{"scan", func() error { return runScan(cfg, res, echoes, log) }},
 		{"chat", func() error { return runChat(cfg, res, chats, log) }},
 		{"tracing", func() error { return runTracing(cfg, res, root, dir, echoes, log) }},
+		{"fairness", func() error { return runFairness(cfg, res, fairPrograms(chats), log) }},
 	}
 	for _, w := range workloads {
 		if cfg.only != nil && !cfg.only[w.name] {

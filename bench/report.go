@@ -173,6 +173,8 @@ func report(res *results) string {
 		p("(in brackets, the range of single pairs: one pair is noise, the median is the figure).\n\n")
 	}
 
+	b.WriteString(fairnessReport(res))
+
 	// Targets.
 	b.WriteString(targets(res))
 	return b.String()
@@ -405,4 +407,46 @@ func code(items []string) string {
 		q = append(q, "`"+s+"`")
 	}
 	return strings.Join(q, ", ")
+}
+
+// fairnessReport is the fairness table, when that workload ran: one row per run, since the runs of a
+// flood differ in kind (who was put out), not only in degree.
+func fairnessReport(res *results) string {
+	if len(res.fairNames) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	l := res.cfg.fair
+	p("## Fairness: one member floods the room\n\n")
+	p("`go run ./bench -workloads fairness -servers 'step0[56]'`. One member writes 1000-byte lines as fast as TCP lets it (64 lines per write, blocking), %d lines or %v, whichever ends first; ", l.lines, l.floodFor)
+	p("%d members read everything (one thread, one epoll instance), and each counts the flood's lines: in order, none missing, none twice. ", l.members)
+	p("One of them, the prober, sends `/msg <its own name> ping K` one at a time while the flood runs and times each answer (it arrives behind whatever the room had queued for the prober). ")
+	p("Peak RSS is the server's `VmHWM` at the end; a run whose server passes %d MiB is stopped. Every run is listed, not only a median: a flood ends in kind (members put out) as well as in degree.\n\n", fairRSSCap>>20)
+	p("| server | lines flooded | flood s | probe p50 ms | probe p99 ms | pings (lost) | members with every line | put out | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, name := range res.fairNames {
+		for _, r := range res.fair[name] {
+			over := ""
+			if r.overCap {
+				over = " (stopped)"
+			}
+			p("| %s | %d | %.2f | %.2f | %.2f | %d (%d) | %d of %d | %d | %d%s |\n", name, r.sent, r.flood.Seconds(), ms(r.rtt(0.5)), ms(r.rtt(0.99)),
+				r.pings, r.lost, r.complete, l.members, r.putOut, r.peakRSS>>20, over)
+		}
+	}
+	p("\n")
+	const fair = "step06 epoll ET"
+	if runs := res.fair[fair]; len(runs) > 0 {
+		ok, worst := true, int64(0)
+		for _, r := range runs {
+			ok = ok && r.complete == l.members && !r.overCap
+			worst = max(worst, r.peakRSS)
+		}
+		verdict := "PASS"
+		if !ok || worst >= 64<<20 {
+			verdict = "**MISS**"
+		}
+		p("Target (issue 20.2): under the flood, %s's peak RSS stays under 64 MiB and every well-behaved member receives every line: peak %d MiB over %d runs, every member complete in every run: %v. **%s**\n\n", fair, worst>>20, len(runs), ok, verdict)
+	}
+	return b.String()
 }

@@ -23,8 +23,9 @@ import (
 // with two well-behaved clients, g1 and g2, beside it.
 type fault struct {
 	name  string
-	what  string // what happens, for the table
-	alone bool   // runs with no other test running: it changes what the test's children inherit
+	what  string                   // what happens, for the table
+	alone bool                     // runs with no other test running: it changes what the test's children inherit
+	args  func(tg target) []string // if set, more flags for the server, after serverArgs (the later flag wins)
 	run   func(r *row)
 }
 
@@ -39,6 +40,7 @@ var faultList = []fault{
 	{name: "1MiB-line", what: "a client sends 1 MiB with no newline, then a line", run: longLine},
 	{name: "invalid-utf8", what: "a client sends bytes that are not UTF-8", run: invalidUTF8},
 	{name: "escapes", what: "a client sends terminal escape sequences and control characters", run: escapes},
+	{name: "flood", what: "a client streams 1000-byte lines as fast as TCP lets it (issue 20.2); the others keep being served", args: floodArgs, run: flood},
 	{name: "vanish", what: "a client with a large write pending closes without reading it (the kernel sends RST)", run: vanish},
 	{name: "SIGINT", what: "the server gets SIGINT with every queue empty", run: func(r *row) { signal(r, "INT") }},
 	{name: "SIGTERM", what: "the server gets SIGTERM while a client that never reads has output queued", run: func(r *row) { signal(r, "TERM") }},

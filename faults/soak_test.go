@@ -58,7 +58,7 @@ const (
 )
 
 // TestSoak runs random joins, chats, slow readers, resets and quits against each chat server at once
-// (step04, step05 level- and edge-triggered): a few hundred clients in a short run, many more with
+// (step04, step05 level-triggered, step06 edge-triggered): a few hundred clients in a short run, many more with
 // -soak 60s. Well-behaved members check every line they receive as it arrives; at the end every one
 // must have received every line that another well-behaved member sent while it was in the room,
 // exactly once and in order, the room must have announced every departure exactly once, and the

@@ -2,6 +2,8 @@ package tracing_test
 
 import (
 	"errors"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -98,8 +100,92 @@ func TestDiffIsEmptyOnlyForEqualTraces(t *testing.T) {
 		t.Fatalf("equal traces differ: %s", d)
 	}
 	d := tracing.Diff("a\nb\nc\n", "a\nB\nc\n")
-	if !strings.Contains(d, `-`) || !strings.Contains(d, `"b"`) || !strings.Contains(d, `"B"`) {
+	if !strings.Contains(d, "\n-b\n+B\n") {
 		t.Fatalf("diff does not show the changed line:\n%s", d)
+	}
+}
+
+// A diff shows whole lines, like diff -u: one changed line in a long trace is a hunk of that line
+// removed and added, with 3 lines of context around it, and nothing of go-cmp's layout.
+func TestDiffShowsWholeLinesWithContext(t *testing.T) {
+	var want, got strings.Builder
+	for i := 1; i <= 100; i++ {
+		line := fmt.Sprintf("write      c%d 80 of 80 bytes\n", i)
+		want.WriteString(line)
+		if i == 50 {
+			line = "write      c50 79 of 80 bytes\n"
+		}
+		got.WriteString(line)
+	}
+	d := tracing.Diff(want.String(), got.String())
+	wantDiff := `--- want
++++ got
+@@ -47,7 +47,7 @@
+ write      c47 80 of 80 bytes
+ write      c48 80 of 80 bytes
+ write      c49 80 of 80 bytes
+-write      c50 80 of 80 bytes
++write      c50 79 of 80 bytes
+ write      c51 80 of 80 bytes
+ write      c52 80 of 80 bytes
+ write      c53 80 of 80 bytes
+`
+	if d != wantDiff {
+		t.Fatalf("diff of one changed line:\n%s\nwant:\n%s", d, wantDiff)
+	}
+	for _, goCmp := range []string{"strings.Join", "identical", "[]string{", "\t"} {
+		if strings.Contains(d, goCmp) {
+			t.Errorf("diff has go-cmp's %q:\n%s", goCmp, d)
+		}
+	}
+}
+
+// Texts too long and too different for a shortest edit script in bounded memory are still diffed in
+// whole lines: the changed stretch between their common ends is removed, then added.
+func TestDiffOfLongDifferentTextsIsWholeLines(t *testing.T) {
+	var want, got strings.Builder
+	want.WriteString("same\n")
+	got.WriteString("same\n")
+	for i := range 2100 { // 2101 x 2101 cells are more than the edit script's table may have
+		fmt.Fprintf(&want, "a%d\n", i)
+		fmt.Fprintf(&got, "b%d\n", i)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	d := tracing.Diff(want.String(), got.String())
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 { // the table would be 35 MB
+		t.Errorf("the diff allocated %d MB", alloc>>20)
+	}
+	if !strings.HasPrefix(d, "--- want\n+++ got\n@@ -1,2101 +1,2101 @@\n same\n-a0\n-a1\n") ||
+		!strings.Contains(d, "\n-a2099\n+b0\n+b1\n") || !strings.HasSuffix(d, "\n+b2099\n") {
+		t.Fatalf("diff of 2100 changed lines begins\n%s\nand ends\n%s", d[:min(len(d), 200)], d[max(0, len(d)-200):])
+	}
+}
+
+// Two changes further apart than twice the context are two hunks; lines only in one text are shown
+// with the other's line numbers unchanged.
+func TestDiffSplitsDistantChangesIntoHunks(t *testing.T) {
+	want := "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n11\n12\n"
+	got := "1\n2\nnew\n3\n4\n5\n6\n7\n8\n9\n10\n12\n"
+	wantDiff := `--- want
++++ got
+@@ -1,5 +1,6 @@
+ 1
+ 2
++new
+ 3
+ 4
+ 5
+@@ -8,5 +9,4 @@
+ 8
+ 9
+ 10
+-11
+ 12
+`
+	if d := tracing.Diff(want, got); d != wantDiff {
+		t.Fatalf("got:\n%s\nwant:\n%s", d, wantDiff)
 	}
 }
 

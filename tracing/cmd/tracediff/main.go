@@ -1,5 +1,6 @@
-// Command tracediff compares two traces (or transcripts) line by line and prints what differs: lines
-// with "-" are only in the first, "+" only in the second. It exits 0 when they are equal, 1 when not.
+// Command tracediff compares two traces (or transcripts) line by line and prints what differs as a
+// unified diff (diff -u): lines with "-" are only in the first, "+" only in the second, with 3 lines of
+// context. It exits 0 when they are equal, 1 when not.
 //
 //	go run ./tracing/cmd/tracediff step02-select-echo/testdata/seed.trace step03-write-queues/testdata/seed.trace
 package main
@@ -26,11 +27,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "tracediff: %v\n", err)
 		os.Exit(2)
 	}
-	d := tracing.Diff(string(want), string(got))
+	d := tracing.UnifiedDiff(os.Args[1], os.Args[2], string(want), string(got))
 	if d == "" {
 		fmt.Printf("%s and %s are the same\n", os.Args[1], os.Args[2])
 		return
 	}
-	fmt.Printf("%s (-) vs %s (+):\n%s", os.Args[1], os.Args[2], d)
+	fmt.Print(d)
 	os.Exit(1)
 }

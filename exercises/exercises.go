@@ -7,6 +7,7 @@
 package exercises
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,7 +60,10 @@ func Find(root, prefix string) (Exercise, error) {
 }
 
 // Run replays the exercise's check scenario against the step program in pkg (built from root) and
-// returns the transcript, and the diff with expected.trace ("" when solved).
+// returns the transcript, and the diff with expected.trace ("" when solved): whole lines, "-" expected,
+// "+" yours. If the replay failed, the diff starts with why, and with the server's exit status and
+// last lines of stderr if it exited; a long transcript is then cut to its start and end (the whole of
+// it is kept in a file the diff names).
 func (ex Exercise) Run(root, pkg string) (transcript, diff string, err error) {
 	sc, err := scenario.ParseFile(filepath.Join(ex.Dir, "check.txt"))
 	if err != nil {
@@ -69,18 +73,33 @@ func (ex Exercise) Run(root, pkg string) (transcript, diff string, err error) {
 	if err != nil {
 		return "", "", err
 	}
+	want, err := os.ReadFile(filepath.Join(ex.Dir, "expected.trace"))
+	if err != nil && !os.IsNotExist(err) {
+		return "", "", err
+	}
 	res, err := replay.Run(bin, sc)
-	if res != nil {
-		transcript = res.Transcript
+	if err == nil {
+		return res.Transcript, diffExpected(string(want), res.Transcript), nil
 	}
-	want, rerr := os.ReadFile(filepath.Join(ex.Dir, "expected.trace"))
-	if rerr != nil && !os.IsNotExist(rerr) {
-		return transcript, "", rerr
+	// A failed replay is a wrong answer, not a broken tool: say why, and show how far it got.
+	why := err.Error()
+	var f *replay.Failure
+	if errors.As(err, &f) {
+		why, transcript = f.Summary(), f.Excerpt
+		if f.Kept != "" {
+			why += "\n(the whole transcript is in " + f.Kept + ")"
+		}
 	}
-	if err != nil {
-		transcript += fmt.Sprintf("!! %v\n", err)
-		// A failed expectation is a wrong answer, not a broken tool: show how far it got.
-		return transcript, fmt.Sprintf("%v\n%s", err, tracing.Diff(string(want), transcript)), nil
-	}
-	return transcript, tracing.Diff(string(want), transcript), nil
+	transcript += fmt.Sprintf("!! %v\n", firstLine(why))
+	return transcript, why + "\n" + diffExpected(string(want), transcript), nil
+}
+
+// diffExpected is the line diff of the expected transcript and the student's.
+func diffExpected(want, got string) string {
+	return tracing.UnifiedDiff("expected.trace", "yours", want, got)
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }

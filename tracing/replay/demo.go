@@ -28,19 +28,14 @@ func Demo(w io.Writer, step, scenarioName, scenarioText string, serverArgs ...st
 	fmt.Fprintf(w, "%s demo: %s, played by real clients on loopback against this program.\n", step, scenarioName)
 	fmt.Fprintf(w, "Lines \">> cN ...\" are what a client did, \"<< cN ...\" what it received; the rest is the server's trace.\n\n")
 	res, err := Run(self, sc, serverArgs...)
-	if res != nil {
-		fmt.Fprint(w, res.Transcript)
-		fmt.Fprintf(w, "\nWhat each client saw:\n")
-		for _, c := range res.Clients {
-			fmt.Fprintf(w, "  %-4s %d bytes %s\n", c.Name+":", len(c.Got), tracing.Quote(c.Got))
-		}
-	}
-	if err != nil {
+	if err != nil { // a *Failure: the transcript's start and end, the server's last words
 		fmt.Fprintf(os.Stderr, "%s -demo failed: %v\n", step, err)
-		if res != nil && res.Stderr != "" {
-			fmt.Fprintf(os.Stderr, "server stderr:\n%s", res.Stderr)
-		}
 		return 1
+	}
+	fmt.Fprint(w, res.Transcript)
+	fmt.Fprintf(w, "\nWhat each client saw:\n")
+	for _, c := range res.Clients {
+		fmt.Fprintf(w, "  %-4s %d bytes %s\n", c.Name+":", len(c.Got), tracing.Quote(c.Got))
 	}
 	return 0
 }

@@ -4,6 +4,7 @@ package replay
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,7 +42,7 @@ func (r *Result) Saw(name string) []byte {
 }
 
 // Run starts binary with the scenario's flags and args, plays the scenario and stops the server. On a
-// failed expectation it returns the transcript so far together with the error.
+// failed expectation it returns the transcript so far together with the error, a *Failure.
 func Run(binary string, sc *scenario.Scenario, args ...string) (*Result, error) {
 	p, err := Open(binary, append(append([]string{}, sc.Args...), args...)...)
 	if err != nil {
@@ -51,29 +52,35 @@ func Run(binary string, sc *scenario.Scenario, args ...string) (*Result, error) 
 	if err == nil {
 		err = p.srv.Settle(0, false, SettleWithin)
 	}
+	if err != nil {
+		err = p.Failure(err)
+	}
 	return p.Close(), err
 }
 
 // Session is a scenario being played step by step: tests use it to look at the server (its fds, its CPU
 // time) between actions. Run is Open, Play, Close.
 type Session struct {
-	srv   *Server
-	res   *Result
-	out   strings.Builder
-	saw   strings.Builder // "<<" lines waiting for the server's lines that come before them
-	shown int             // trace bytes already copied into the transcript
+	srv      *Server
+	res      *Result
+	out      *clip           // the transcript: whole, unless a runaway server made it huge
+	saw      strings.Builder // "<<" lines waiting for the server's lines that come before them
+	step     string          // the step's name, and
+	scenario string          // the scenario's, for the file a failure keeps the transcript in
 }
 
 // Open starts the server and waits until it is idle in its first wait.
 func Open(binary string, args ...string) (*Session, error) {
-	srv, err := Start(binary, args...)
+	srv, err := start(binary, true, args)
 	if err != nil {
 		return nil, err
 	}
-	p := &Session{srv: srv, res: &Result{Server: srv, byName: map[string]*Client{}}}
+	p := &Session{srv: srv, res: &Result{Server: srv, byName: map[string]*Client{}}, out: newClip(KeepHead, KeepTail),
+		step: stepName(binary), scenario: "start"}
 	if err := p.srv.Settle(0, true, SettleWithin); err != nil {
+		f := p.Failure(fmt.Errorf("before the first action: %v", err))
 		p.Close()
-		return nil, fmt.Errorf("before the first action: %v", err)
+		return nil, f
 	}
 	return p, nil
 }
@@ -84,7 +91,7 @@ func (p *Session) Server() *Server { return p.srv }
 // Client returns the client called name, or nil.
 func (p *Session) Client(name string) *Client { return p.res.byName[name] }
 
-// Transcript returns the transcript so far.
+// Transcript returns the transcript so far. Past KeepHead+KeepTail bytes, its middle is cut out.
 func (p *Session) Transcript() string {
 	p.flushTrace()
 	return p.out.String()
@@ -102,9 +109,8 @@ func (p *Session) Do(lines string) error {
 // Close stops the server and closes the clients, and returns the result. The transcript ends where
 // the last step left the server: what the server says while it is being torn down is not part of it.
 func (p *Session) Close() *Result {
-	p.flushTrace()
+	p.res.Trace = p.srv.takeLines(p.out, true)
 	p.res.Transcript = p.out.String()
-	p.res.Trace = p.srv.Trace()[:p.shown]
 	p.srv.Kill()
 	for _, c := range p.res.Clients {
 		c.Close()
@@ -115,13 +121,14 @@ func (p *Session) Close() *Result {
 
 // flushTrace copies the trace lines that arrived since the last call into the transcript.
 func (p *Session) flushTrace() {
-	p.shown += p.srv.copyLines(&p.out, p.shown)
+	p.srv.takeLines(p.out, false)
 }
 
 func (p *Session) lineCount() int { return p.srv.Lines() }
 
 // Play plays the steps of sc in order.
 func (p *Session) Play(sc *scenario.Scenario) error {
+	p.scenario = strings.TrimSuffix(filepath.Base(sc.Name), filepath.Ext(sc.Name))
 	for _, st := range sc.Steps {
 		// The server must be idle first, so that no two actions reach it in one wake-up, and so that
 		// everything it said so far goes into the transcript before this step's line.
@@ -136,7 +143,7 @@ func (p *Session) Play(sc *scenario.Scenario) error {
 		}
 		p.flushTrace()
 		if err == nil { // a failed expectation is reported by the error, not as something received
-			p.out.WriteString(p.saw.String())
+			io.WriteString(p.out, p.saw.String())
 		}
 		p.saw.Reset()
 		if err != nil {
@@ -162,7 +169,7 @@ func (p *Session) act(st scenario.Step) error {
 	// What a client did goes into the transcript at once; what it received waits in p.saw until the
 	// server has settled, so that it follows the server lines that led to it.
 	say := func(dir, what string) {
-		w := &p.out
+		var w io.Writer = p.out
 		if dir == "<<" {
 			w = &p.saw
 		}
@@ -182,7 +189,7 @@ func (p *Session) act(st scenario.Step) error {
 		p.res.Clients = append(p.res.Clients, c)
 		return nil
 	case "signal":
-		fmt.Fprintf(&p.out, ">> signal %s\n", st.Signal)
+		fmt.Fprintf(p.out, ">> signal %s\n", st.Signal)
 		sig := unix.SIGTERM
 		if st.Signal == "INT" {
 			sig = unix.SIGINT
@@ -194,7 +201,7 @@ func (p *Session) act(st scenario.Step) error {
 			return err
 		}
 		if code != st.Count {
-			return fmt.Errorf("server exited with status %d, want %d\n%s", code, st.Count, p.srv.Stderr())
+			return fmt.Errorf("server exited with status %d, want %d; %s", code, st.Count, lastWords(p.srv.Stderr()))
 		}
 		fmt.Fprintf(&p.saw, "<< server exit %d\n", code)
 		return nil
@@ -264,7 +271,12 @@ func Build(dir, pkg string) (string, error) {
 		}
 		buildDir = d
 	}
-	bin := filepath.Join(buildDir, fmt.Sprintf("%s-%d", filepath.Base(pkg), len(built)))
+	// The binary is named after the step's folder, which a failure's kept transcript is named after.
+	name := filepath.Base(pkg)
+	if abs, err := filepath.Abs(filepath.Join(dir, pkg)); err == nil {
+		name = filepath.Base(abs)
+	}
+	bin := filepath.Join(buildDir, fmt.Sprintf("%s-%d", name, len(built)))
 	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -32,10 +32,14 @@ type Server struct {
 	traceR int // read end of the pipe that is the server's stdout (nonblocking)
 	stderr *lineLog
 
-	mu       sync.Mutex // guards the fields below: every read of traceR happens under it
-	trace    []byte
-	lines    int // complete lines in trace
-	lastLine int // where the last complete line starts
+	mu      sync.Mutex // guards the fields below: every read of traceR happens under it
+	trace   *clip      // the complete lines read (a runaway server's trace is cut in the middle)
+	fresh   *clip      // complete lines not yet taken into a session's transcript (nil: no session)
+	partial []byte     // the start of a line whose end has not arrived yet
+	midLine bool       // the last byte read was not a newline
+	read    int64      // bytes read in all
+	lines   int        // complete lines read in all
+	last    string     // the last complete line (its start, if long)
 
 	exited  chan struct{}
 	exitErr error
@@ -43,9 +47,27 @@ type Server struct {
 
 var listening = regexp.MustCompile(`listening on (\S+)`)
 
+// How much of its trace a Server holds (and a Session of its transcript, which a failed replay keeps
+// in a file): a server stuck in a loop can print millions of lines, and only their beginning and end
+// help. Every trace of a lesson or test is far shorter than the head; a test that counts lines of a
+// trace (the FD_SETSIZE one's is 8 MB) needs every line, hence the larger bound for the trace.
+const (
+	KeepHead  = 4 << 20 // bytes of a transcript's beginning kept
+	KeepTail  = 4 << 20 // bytes of a transcript's end kept
+	traceHead = 32 << 20
+	traceTail = 16 << 20
+	// maxPartial bounds a line that never ends: past it, the bytes go on as if they were lines.
+	maxPartial = 64 << 10
+)
+
 // Start runs binary with args (plus -addr 127.0.0.1:0 unless args set -addr) and waits until it says
 // where it listens.
 func Start(binary string, args ...string) (*Server, error) {
+	return start(binary, false, args)
+}
+
+// start is Start; with feed, the server also keeps the lines a session has not yet taken.
+func start(binary string, feed bool, args []string) (*Server, error) {
 	if !hasFlag(args, "addr") {
 		args = append([]string{"-addr", "127.0.0.1:0"}, args...)
 	}
@@ -56,7 +78,10 @@ func Start(binary string, args ...string) (*Server, error) {
 	unix.CloseOnExec(p[0]) // the child gets the write end as its stdout, and nothing else of ours
 	unix.CloseOnExec(p[1])
 	w := os.NewFile(uintptr(p[1]), "trace")
-	s := &Server{traceR: p[0], stderr: newLineLog(), exited: make(chan struct{})}
+	s := &Server{traceR: p[0], stderr: newLineLog(listening), trace: newClip(traceHead, traceTail), exited: make(chan struct{})}
+	if feed {
+		s.fresh = newClip(KeepHead, KeepTail)
+	}
 	s.cmd = exec.Command(binary, args...)
 	s.cmd.Stdout = w
 	s.cmd.Stderr = s.stderr
@@ -75,10 +100,14 @@ func Start(binary string, args ...string) (*Server, error) {
 		close(s.exited)
 	}()
 	go s.drainForever()
-	line, err := s.stderr.waitFor(listening, s.exited, 30*time.Second)
+	line, err := s.stderr.waitFor(s.exited, 30*time.Second)
 	if err != nil {
+		exited := s.Exited() // before Kill, which ends it too
 		s.Kill()
-		return nil, fmt.Errorf("%s did not report its address: %v\n%s", filepath.Base(binary), err, s.Stderr())
+		if exited {
+			err = fmt.Errorf("it exited (%s)", s.ExitStatus())
+		}
+		return nil, fmt.Errorf("%s did not report its address: %v; %s", filepath.Base(binary), err, lastWords(s.Stderr()))
 	}
 	s.Addr = listening.FindStringSubmatch(line)[1]
 	return s, nil
@@ -106,31 +135,32 @@ func (s *Server) lastLineLocked() string {
 	if s.lines == 0 {
 		return "(no trace yet)"
 	}
-	return strings.TrimSuffix(string(s.trace[s.lastLine:]), "\n")
+	return s.last
 }
 
 // Pid is the server's process id.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
-// copyLines writes the complete lines of the trace from byte offset from on, and says how many bytes.
-func (s *Server) copyLines(w *strings.Builder, from int) int {
+// takeLines writes the complete trace lines read since the last call (with the middle cut out if
+// there were too many) to w and, with whole, returns the complete lines of the trace up to them.
+func (s *Server) takeLines(w *clip, whole bool) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.drainLocked()
-	end := bytes.LastIndexByte(s.trace, '\n') + 1
-	if end <= from {
-		return 0
+	s.fresh.moveTo(w)
+	s.fresh = newClip(KeepHead, KeepTail)
+	if !whole {
+		return ""
 	}
-	w.Write(s.trace[from:end])
-	return end - from
+	return s.trace.String()
 }
 
-// Trace returns the trace read so far.
+// Trace returns the trace read so far. Past 48 MiB, its middle is cut out: "... N lines cut ...".
 func (s *Server) Trace() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.drainLocked()
-	return string(s.trace)
+	return s.trace.String() + string(s.partial)
 }
 
 // Stderr returns what the server wrote to stderr.
@@ -159,12 +189,7 @@ func (s *Server) drainLocked() int {
 	for {
 		n, err := unix.Read(s.traceR, buf[:])
 		if n > 0 {
-			s.trace = append(s.trace, buf[:n]...)
-			if k := bytes.Count(buf[:n], []byte{'\n'}); k > 0 {
-				s.lines += k
-				last := bytes.LastIndexByte(s.trace, '\n')
-				s.lastLine = bytes.LastIndexByte(s.trace[:last], '\n') + 1
-			}
+			s.add(buf[:n])
 			total += n
 			continue
 		}
@@ -172,6 +197,36 @@ func (s *Server) drainLocked() int {
 			continue
 		}
 		return total // EAGAIN: empty for now; 0: the server closed its stdout
+	}
+}
+
+// add files bytes read from the trace: complete lines go into the trace (and the session's feed),
+// the start of an unfinished line waits for its end.
+func (s *Server) add(p []byte) {
+	s.read += int64(len(p))
+	s.midLine = p[len(p)-1] != '\n'
+	end := bytes.LastIndexByte(p, '\n') + 1
+	if end == 0 {
+		s.partial = append(s.partial, p...)
+		if len(s.partial) > maxPartial {
+			s.keep(s.partial)
+			s.partial = s.partial[:0]
+		}
+		return
+	}
+	s.lines += bytes.Count(p[:end], []byte{'\n'})
+	s.partial = append(s.partial, p[:end]...)
+	lines := s.partial[:len(s.partial)-1]
+	last := lines[bytes.LastIndexByte(lines, '\n')+1:]
+	s.last = string(last[:min(len(last), maxExcerptLine)])
+	s.keep(s.partial)
+	s.partial = append(s.partial[:0], p[end:]...)
+}
+
+func (s *Server) keep(lines []byte) {
+	s.trace.Write(lines)
+	if s.fresh != nil {
+		s.fresh.Write(lines)
 	}
 }
 
@@ -198,14 +253,14 @@ func (s *Server) Settle(from int, woke bool, within time.Duration) error {
 		// every byte received since before the look (not just what this drain read, since
 		// drainForever may have read them) tells the two apart.
 		s.mu.Lock()
-		before := len(s.trace)
+		before := s.read
 		s.mu.Unlock()
 		asleep := s.Exited() || allAsleep(s.Pid())
 		s.mu.Lock()
 		s.drainLocked()
-		fresh := len(s.trace) - before
+		fresh := s.read - before
 		lines, last := s.lines, s.lastLineLocked()
-		partial := len(s.trace) > 0 && s.trace[len(s.trace)-1] != '\n'
+		partial := s.midLine
 		s.mu.Unlock()
 		if s.Exited() && fresh == 0 {
 			return nil
@@ -317,19 +372,39 @@ func (s *Server) Kill() {
 	s.mu.Unlock()
 }
 
-// lineLog collects a child's stderr and lets a caller wait for a line matching a pattern.
+// lineLog collects a child's stderr, its beginning and end if it says a lot, and lets a caller wait
+// for the first line that matches a pattern.
 type lineLog struct {
 	mu      sync.Mutex
-	buf     bytes.Buffer
+	text    *clip
+	watch   *regexp.Regexp
+	partial []byte        // the unfinished line, while no line has matched
+	found   string        // the first line that matched
 	changed chan struct{} // closed and replaced on every write
 }
 
-func newLineLog() *lineLog { return &lineLog{changed: make(chan struct{})} }
+func newLineLog(watch *regexp.Regexp) *lineLog {
+	return &lineLog{text: newClip(64<<10, 64<<10), watch: watch, changed: make(chan struct{})}
+}
 
 func (l *lineLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.buf.Write(p)
+	l.text.Write(p)
+	// Each line is matched once, as it ends, so a child that floods its stderr costs no more than it
+	// writes.
+	for rest := p; l.found == "" && len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			l.partial = append(l.partial, rest[:min(len(rest), max(0, maxPartial-len(l.partial)))]...)
+			break
+		}
+		line := string(append(l.partial, rest[:i+1]...))
+		l.partial, rest = l.partial[:0], rest[i+1:]
+		if l.watch.MatchString(line) {
+			l.found = line
+		}
+	}
 	close(l.changed)
 	l.changed = make(chan struct{})
 	return len(p), nil
@@ -338,21 +413,19 @@ func (l *lineLog) Write(p []byte) (int, error) {
 func (l *lineLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.buf.String()
+	return l.text.String()
 }
 
-func (l *lineLog) waitFor(re *regexp.Regexp, exited <-chan struct{}, within time.Duration) (string, error) {
+// waitFor waits for the first line that matches the pattern.
+func (l *lineLog) waitFor(exited <-chan struct{}, within time.Duration) (string, error) {
 	timeout := time.After(within)
 	for {
 		l.mu.Lock()
-		for _, line := range strings.SplitAfter(l.buf.String(), "\n") {
-			if strings.HasSuffix(line, "\n") && re.MatchString(line) {
-				l.mu.Unlock()
-				return line, nil
-			}
-		}
-		changed := l.changed
+		found, changed := l.found, l.changed
 		l.mu.Unlock()
+		if found != "" {
+			return found, nil
+		}
 		select {
 		case <-changed:
 		case <-exited:
@@ -360,6 +433,79 @@ func (l *lineLog) waitFor(re *regexp.Regexp, exited <-chan struct{}, within time
 		case <-timeout:
 			return "", fmt.Errorf("nothing after %v", within)
 		}
+	}
+}
+
+// stderrLines is how many of its last stderr lines a failure shows of a server.
+const stderrLines = 5
+
+// lastLines returns the last n lines of text.
+func lastLines(text string, n int) string {
+	text = strings.TrimSuffix(text, "\n")
+	start := len(text)
+	for range n {
+		start = strings.LastIndexByte(text[:start], '\n')
+		if start < 0 {
+			break
+		}
+	}
+	return text[start+1:] + "\n"
+}
+
+// lastWords quotes the last lines of a server's stderr for a message, indented.
+func lastWords(stderr string) string {
+	if strings.TrimSpace(stderr) == "" {
+		return "it wrote nothing to stderr"
+	}
+	text := strings.TrimSuffix(lastLines(stderr, stderrLines), "\n")
+	return "its stderr ended with:\n    " + strings.ReplaceAll(text, "\n", "\n    ")
+}
+
+func procExists() bool {
+	_, err := os.Stat("/proc/self/stat")
+	return err == nil
+}
+
+// ExitStatus says how the server ended ("exit status 1", "signal: killed"), or "" while it runs.
+func (s *Server) ExitStatus() string {
+	if !s.Exited() {
+		return ""
+	}
+	if s.exitErr == nil {
+		return "exit status 0"
+	}
+	return s.exitErr.Error()
+}
+
+// Ended reports whether the server has exited, waiting for it if it is exiting. The kernel closes an
+// exiting process's sockets before the process is gone, so a client can see the connection close
+// while the server still exists: this is what tells such a crash from a server that closed the
+// connection. The sign is the PF_EXITING flag or the zombie state in /proc/PID/stat; without /proc, it
+// only knows about an exit already reaped.
+func (s *Server) Ended() bool {
+	if s.Exited() {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.Pid()))
+	switch {
+	case errors.Is(err, os.ErrNotExist) && procExists():
+		// Reaped already: only the wait for its stderr to be read is left.
+	case err != nil:
+		return false
+	default:
+		// After the name in parentheses: state is field 3 of proc(5), flags field 9.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		const pfExiting = 0x4
+		flags, _ := strconv.ParseUint(f[9-3], 10, 64)
+		if f[0] != "Z" && f[0] != "X" && flags&pfExiting == 0 {
+			return false
+		}
+	}
+	select {
+	case <-s.exited:
+		return true
+	case <-time.After(SettleWithin): // exiting takes the kernel microseconds: this is only a backstop
+		return false
 	}
 }
 

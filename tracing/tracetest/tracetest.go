@@ -40,6 +40,7 @@ func Binary(t testing.TB, pkg string) string {
 }
 
 // Replay plays the scenario file against the step in pkg and fails the test if an expectation fails.
+// The failure shows the start and end of the transcript so far, and where the whole of it is kept.
 func Replay(t testing.TB, pkg, scenarioFile string, args ...string) *replay.Result {
 	t.Helper()
 	sc, err := scenario.ParseFile(scenarioFile)
@@ -48,9 +49,6 @@ func Replay(t testing.TB, pkg, scenarioFile string, args ...string) *replay.Resu
 	}
 	res, err := replay.Run(Binary(t, pkg), sc, args...)
 	if err != nil {
-		if res != nil {
-			t.Logf("transcript so far:\n%s\nserver stderr:\n%s", res.Transcript, res.Stderr)
-		}
 		t.Fatal(err)
 	}
 	return res
@@ -98,10 +96,11 @@ func Open(t testing.TB, pkg string, args ...string) *replay.Session {
 	return s
 }
 
-// Do plays scenario lines on s and fails the test, with the transcript so far, if one fails.
+// Do plays scenario lines on s and fails the test, with the transcript so far (its start and end, if
+// long), if one fails.
 func Do(t testing.TB, s *replay.Session, lines string) {
 	t.Helper()
 	if err := s.Do(lines); err != nil {
-		t.Fatalf("%v\ntranscript so far:\n%s", err, s.Transcript())
+		t.Fatal(s.Failure(err))
 	}
 }

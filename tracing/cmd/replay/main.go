@@ -48,28 +48,28 @@ func main() {
 	}
 	defer replay.Cleanup()
 	res, err := replay.Run(bin, sc, strings.Fields(*args)...)
-	if res != nil && *golden == "" {
-		fmt.Print(res.Transcript)
-	}
 	if err != nil {
-		if res != nil && res.Stderr != "" {
-			fmt.Fprintf(os.Stderr, "server stderr:\n%s", res.Stderr)
-		}
+		// A *replay.Failure: the start and end of the transcript so far (a broken server can print
+		// millions of lines), where the whole of it is kept, and the server's exit status and last
+		// lines of stderr if it exited.
 		replay.Cleanup()
 		fail(err)
 	}
-	if *golden != "" {
-		want, err := os.ReadFile(*golden)
-		if err != nil {
-			fail(err)
-		}
-		if d := tracing.Diff(string(want), res.Transcript); d != "" {
-			fmt.Printf("%s (%s) differs from %s (-want +got):\n%s", pkg, file, *golden, d)
-			replay.Cleanup()
-			os.Exit(1)
-		}
-		fmt.Printf("%s (%s) matches %s\n", pkg, file, *golden)
+	if *golden == "" {
+		fmt.Print(res.Transcript)
+		return
 	}
+	want, err := os.ReadFile(*golden)
+	if err != nil {
+		replay.Cleanup()
+		fail(err)
+	}
+	if d := tracing.UnifiedDiff(*golden, pkg+" on "+file, string(want), res.Transcript); d != "" {
+		fmt.Printf("%s (%s) differs from %s (-want +got):\n%s", pkg, file, *golden, d)
+		replay.Cleanup()
+		os.Exit(1)
+	}
+	fmt.Printf("%s (%s) matches %s\n", pkg, file, *golden)
 }
 
 func fail(err error) {

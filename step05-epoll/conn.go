@@ -17,10 +17,7 @@ type conn struct {
 	sent int    // the cursor: how much of out is written already
 	left bool   // the client sent FIN: nothing more is read; close once the queue is empty
 
-	// The room's (room.go): who this member is, the line it is sending, whether its socket is full.
-	name    string // B10: every line and notice about this member uses this, the member's own name
-	in      framer // the line being received, until its newline arrives
-	blocked bool   // the last write hit EAGAIN: the socket has no space, the queue waits for it
+	*member // the room's state for this member (room.go)
 }
 
 // pending is how many queued bytes still have to be written.

@@ -626,7 +626,7 @@ func TestCopiesDifferOnlyInListedLines(t *testing.T) {
 			"unix.Write(fd, []byte(roomFull))":                                                                       "no FD_SETSIZE",
 			"unix.Close(fd)":                                                                                         "no FD_SETSIZE",
 			`tr.Close(fd, "refused: fd past FD_SETSIZE")`:                                                            "no FD_SETSIZE",
-			"return nil, true": "no FD_SETSIZE",
+			"return nil, true":                                                                                       "no FD_SETSIZE",
 			"}":                                                                                                      "no FD_SETSIZE",
 			"// roomFull is all a client past FD_SETSIZE hears: this server cannot watch its fd.":                     "no FD_SETSIZE",
 			`const roomFull = "* the room is full: this server uses select, which cannot watch more than 1024 fds\n"`: "no FD_SETSIZE",

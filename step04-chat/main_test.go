@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"muxlab/tracing"
 	"muxlab/tracing/replay"
 	"muxlab/tracing/scenario"
@@ -456,5 +458,73 @@ func TestEveryLineIsStoredOnceWhateverTheRoomSize(t *testing.T) {
 	rm.endTurn()
 	if rm.log != nil {
 		t.Errorf("with everything received the room still holds %d bytes of log", len(rm.log))
+	}
+}
+
+// The room's log and a member's asides (its private lines, and the log lines it skips) make one
+// stream, in the order things were said. Checked by hand on a socket pair: x hears a's line, then a
+// private message sent after it, not before; x's own line is not sent back to it; its replies come
+// in order with the room's lines between them; a line said while x's socket had taken only part of
+// a reply is sent after the rest of that reply.
+func TestMemberReceivesEverythingInTheOrderItWasSaid(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	rm := &room{maxLine: 1024, maxQueue: 1 << 20}
+	a, x := &conn{fd: 100, wantRead: true}, &conn{fd: fds[0], wantRead: true}
+	rm.join(a)
+	rm.join(x)
+	rm.broadcast(a, "guest1: hello")
+	rm.handle(a, "/msg guest2 did you see my hello?")
+	rm.broadcast(x, "guest2: yes")           // x's own: skipped for x
+	rm.say(x, "* a reply")                   // comes after what x skipped, joined to the next
+	rm.say(x, "* another reply")             // one piece with the reply before
+	rm.broadcast(a, "guest1: good")          // after both replies
+	rm.handle(x, "/msg guest1 private to a") // not for x at all
+	rm.write(x)
+	rm.broadcast(a, "guest1: and one more")
+	rm.write(x)
+	want := "* welcome, guest2; " + help + "\n" +
+		"guest1: hello\n" +
+		"guest1 (private): did you see my hello?\n" +
+		"* a reply\n* another reply\n" +
+		"guest1: good\n" +
+		"guest1: and one more\n"
+	got := make([]byte, 4096)
+	n, err := unix.Read(fds[1], got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got[:n]) != want {
+		t.Errorf("x received:\n%s\nwant:\n%s", got[:n], want)
+	}
+	if x.due != 0 || len(x.asides) != 0 || x.cursor != rm.head() {
+		t.Errorf("after everything was written x is due %d bytes, with %d asides, cursor %d of %d", x.due, len(x.asides), x.cursor, rm.head())
+	}
+
+	// A reply bigger than the socket takes: the room's next line waits for the rest of it.
+	unix.SetNonblock(fds[0], true)
+	big := strings.Repeat("r", 300<<10)
+	rm.say(x, big)
+	rm.write(x)
+	if !x.blocked {
+		t.Fatal("a 300 KiB reply went into the socket at once: the test needs a partial write")
+	}
+	rm.broadcast(a, "guest1: after the big reply")
+	want = big + "\n" + "guest1: after the big reply\n"
+	var all []byte
+	for len(all) < len(want) {
+		rm.write(x)
+		n, err := unix.Read(fds[1], got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, got[:n]...)
+	}
+	if string(all) != want {
+		t.Errorf("after a partial write x received %d bytes ending %q, want the reply whole, then the line", len(all), all[max(len(all)-40, 0):])
 	}
 }

@@ -229,7 +229,11 @@ func (rm *room) broadcast(from *conn, line string) {
 // say queues one line for c alone, as an aside at the log's head. It never writes: it tells the loop
 // that c wants to be written to.
 func (rm *room) say(c *conn, line string) {
-	c.asides = append(c.asides, aside{at: rm.head(), text: append([]byte(line), '\n')})
+	if last := len(c.asides) - 1; last >= 0 && c.asides[last].text != nil && c.asides[last].at == rm.head() {
+		c.asides[last].text = append(append(c.asides[last].text, line...), '\n') // one piece: one write
+	} else {
+		c.asides = append(c.asides, aside{at: rm.head(), text: append([]byte(line), '\n')})
+	}
 	rm.queued(c, len(line)+1)
 }
 
@@ -246,13 +250,23 @@ func (rm *room) queued(c *conn, n int) {
 	}
 }
 
-// skip makes c skip n bytes of the log from at: the line is not for it.
+// skip makes m skip n bytes of the log from at: the line is not for it.
 func (m *member) skip(at, n int) {
 	if m.due == 0 {
 		m.cursor = at + n // nothing before it to send: just move on
 		return
 	}
-	if last := len(m.asides) - 1; last >= 0 && m.asides[last].text == nil && m.asides[last].at+m.asides[last].skip == at {
+	last := len(m.asides) - 1
+	if last >= 0 && m.asides[last].text != nil && m.asides[last].at == at {
+		// Its own lines may as well come after the bytes it skips: then the next one joins them.
+		text := m.asides[last]
+		m.asides = m.asides[:last]
+		m.skip(at, n)
+		text.at = at + n
+		m.asides = append(m.asides, text)
+		return
+	}
+	if last >= 0 && m.asides[last].text == nil && m.asides[last].at+m.asides[last].skip == at {
 		m.asides[last].skip += n // one stretch of skips, however many lines
 		return
 	}

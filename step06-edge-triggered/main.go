@@ -250,6 +250,9 @@ func serve(ln, sig, sndbuf, budget int, svc service, tr *tracing.Recorder) error
 			if c.fd >= 0 {
 				p.clients[c.fd].owed = false
 				p.readSome(c, svc, buf, budget)
+				if c.wantWrite && p.clients[c.fd].events&unix.EPOLLOUT == 0 {
+					svc.write(c) // as after an event: a socket with space takes the reply now
+				}
 				p.follow(c)
 			}
 		}
@@ -268,10 +271,8 @@ func wantsWrite(c *conn) bool { return c.wantWrite }
 // client left undrained (the budget, or a pause) is owed a read, which the loop pays next turn.
 func (p *poller) readSome(c *conn, svc service, buf []byte, budget int) {
 	w := &p.clients[c.fd]
-	reads := 0
-	for c.wantRead && !p.stopping && (budget == 0 || reads < budget) {
+	for reads := 0; c.wantRead && !p.stopping && (budget == 0 || reads < budget); reads++ {
 		svc.read(c, buf)
-		reads++
 		if c.drained && !w.fin {
 			return
 		}
@@ -280,7 +281,7 @@ func (p *poller) readSome(c *conn, svc service, buf []byte, budget int) {
 		return
 	}
 	if c.wantRead && !p.stopping {
-		p.tr.Event("owed", c.fd, "read budget spent (%d reads): read again next turn", reads)
+		p.tr.Event("owed", c.fd, "read budget spent: read again next turn")
 	}
 	w.owed = true
 	p.owed = append(p.owed, c)

@@ -599,8 +599,8 @@ func TestCopiesDifferOnlyInListedLines(t *testing.T) {
 		{Original: "../step04-chat/signals.go", Copy: "signals.go"},
 		{Original: "../step04-chat/room.go", Copy: "room.go", Allowed: map[string]string{
 			"woken    []*conn // members whose wants changed outside their own turn: epoll must be told of them": "select rebuilt its lists from every client each turn; epoll must hear whose wants a broadcast changed",
-			"if !c.wantWrite {":              "say: a member whose queue was empty wants to be written to now",
-			"rm.woken = append(rm.woken, c)": "say and putOutSlow: tell the loop",
+			"if !c.wantWrite {":              "queued: a member that had nothing due wants to be written to now",
+			"rm.woken = append(rm.woken, c)": "queued and putOutSlow: tell the loop",
 			"}":                              "the end of say's if",
 			"// takeWoken returns the members whose wants changed outside their own turn since it was last called.": "the loop takes the woken members",
 			"func (rm *room) takeWoken() []*conn {": "the loop takes the woken members",

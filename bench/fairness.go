@@ -32,7 +32,7 @@ type fairLoad struct {
 const fairRSSCap = 1 << 30
 
 // fairWait bounds the whole of a run after the flood, and every wait for a member's next byte.
-const fairWait = 30 * time.Second
+const fairWait = 10 * time.Second
 
 // A fairRun is one flood against one server.
 type fairRun struct {
@@ -302,7 +302,14 @@ func fairOnce(p program, load fairLoad) (fairRun, error) {
 			if err := srv.alive(); err != nil {
 				return run, err
 			}
-			return run, fmt.Errorf("no byte for any member for %v (flood: %d lines sent, done %v)", fairWait, sent.Load(), floodDone.Load())
+			var where []string
+			for i, m := range ms {
+				if !m.done {
+					where = append(where, fmt.Sprintf("member %d at line %d", i, m.next))
+				}
+			}
+			return run, fmt.Errorf("no byte for any member for %v (flood: %d lines sent, done %v; waiting: %s; prober waiting for ping %d: %v)",
+				fairWait, sent.Load(), floodDone.Load(), strings.Join(where, ", "), pingK, waiting)
 		}
 		for _, ev := range evs {
 			if err := receive(int(ev.Fd)); err != nil {

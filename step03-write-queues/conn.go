@@ -16,6 +16,8 @@ type conn struct {
 	out  []byte // the queue: bytes for this client, in order; out[sent:] still has to be written
 	sent int    // the cursor: how much of out is written already
 	left bool   // the client sent FIN: nothing more is read; close once the queue is empty
+
+	lingering bool // the server is stopping and has sent it all and a FIN: see linger (signals.go)
 }
 
 // pending is how many queued bytes still have to be written.

@@ -141,7 +141,7 @@ func serve(ln, sig, sndbuf int, svc *echo) error {
 	}
 	var stopBy time.Time // when stopping: the moment to give up on sending what is queued
 	for {
-		if !stopBy.IsZero() && (time.Now().After(stopBy) || !slices.ContainsFunc(clients, wantsWrite)) {
+		if !stopBy.IsZero() && (time.Now().After(stopBy) || len(clients) == 0) {
 			for _, c := range clients {
 				end(c, "shutdown", tr)
 				unix.Close(c.fd)
@@ -153,10 +153,10 @@ func serve(ln, sig, sndbuf int, svc *echo) error {
 		// Rebuild the sets every turn from what each client wants: select overwrites them with the result.
 		reading, writing, top := []int{ln, sig}, []int{}, max(ln, sig)
 		if !stopBy.IsZero() {
-			reading = nil // stopping: nothing more is read or accepted, only what is queued is sent
+			reading = nil // stopping: nothing more is accepted or heard, only what is queued is sent
 		}
 		for _, c := range clients {
-			if c.wantRead && stopBy.IsZero() {
+			if c.wantRead && stopBy.IsZero() || c.lingering {
 				reading = append(reading, c.fd)
 			}
 			if c.wantWrite {
@@ -180,11 +180,17 @@ func serve(ln, sig, sndbuf int, svc *echo) error {
 		// Handle what select reported, not what was asked (B6). A client ready both ways is read first,
 		// then written: one turn serves both.
 		for _, c := range clients {
-			if readable.IsSet(c.fd) {
+			switch {
+			case readable.IsSet(c.fd) && c.lingering:
+				discard(c, buf, tr)
+			case readable.IsSet(c.fd):
 				svc.read(c, buf)
 			}
 			if c.wantWrite && writable.IsSet(c.fd) {
 				svc.write(c)
+			}
+			if !stopBy.IsZero() && !c.wantWrite && !c.wantClose && !c.lingering {
+				linger(c, tr) // stopping, and everything is sent: close gently (signals.go)
 			}
 		}
 		// A new client has sent nothing yet: it joins the lists on the next turn.
@@ -203,12 +209,14 @@ func serve(ln, sig, sndbuf int, svc *echo) error {
 			unix.Close(ln)
 			tr.Close(ln, "shutdown")
 			stopBy = time.Now().Add(shutdownGrace)
+			for _, c := range clients {
+				if !c.wantWrite && !c.wantClose {
+					linger(c, tr)
+				}
+			}
 		}
 	}
 }
-
-// wantsWrite reports whether c still has something to send.
-func wantsWrite(c *conn) bool { return c.wantWrite }
 
 // closeIfFinished closes c if its handlers are finished with it, and reports whether it did.
 func closeIfFinished(c *conn) bool {

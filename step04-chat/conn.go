@@ -17,6 +17,8 @@ type conn struct {
 	sent int    // the cursor: how much of out is written already
 	left bool   // the client sent FIN: nothing more is read; close once the queue is empty
 
+	lingering bool // the server is stopping and has sent it all and a FIN: see linger (signals.go)
+
 	*member // the room's state for this member (room.go)
 }
 

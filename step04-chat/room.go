@@ -286,10 +286,28 @@ func (rm *room) next(c *conn) []byte {
 	return rm.log[c.cursor-rm.base : end-rm.base]
 }
 
-// write writes what c is to receive, until it has it all or the socket is full: the loop said c is
+// write writes what c is to receive, until it has it all or the socket is full (see send); then, if
+// c was paused and is now due few enough bytes, it hears c's lines again.
+func (rm *room) write(c *conn) {
+	rm.send(c)
+	if c.left || c.wantRead || c.wantClose || c.due >= rm.maxQueue/4 {
+		return
+	}
+	c.wantRead = true
+	rm.tr.Event("resume", c.fd, "reading: %d pending < %d (a quarter of the limit)", c.due, rm.maxQueue/4)
+	unheard := c.unheard
+	c.unheard = nil
+	rm.hear(c, unheard)
+	if c.due > 0 && !c.blocked && !c.wantClose {
+		// Its replies go now: its socket has space, and, edge-triggered, no new event would say so.
+		rm.send(c)
+	}
+}
+
+// send writes what c is to receive, until it has it all or the socket is full: the loop said c is
 // writable, so the first write takes something (B6); each write may take less than it was given, and
 // the rest waits, in order, for the next time c is writable (B7).
-func (rm *room) write(c *conn) {
+func (rm *room) send(c *conn) {
 	tr := rm.tr
 	before := c.due
 	c.blocked = false
@@ -329,14 +347,6 @@ func (rm *room) write(c *conn) {
 	}
 	if c.left && c.due == 0 {
 		end(c, "left", tr)
-		return
-	}
-	if !c.left && !c.wantRead && c.due < rm.maxQueue/4 {
-		c.wantRead = true
-		tr.Event("resume", c.fd, "reading: %d pending < %d (a quarter of the limit)", c.due, rm.maxQueue/4)
-		unheard := c.unheard
-		c.unheard = nil
-		rm.hear(c, unheard)
 	}
 }
 

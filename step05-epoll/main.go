@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"slices"
 	"time"
 
 	_ "embed"
@@ -169,7 +168,7 @@ func serve(ln, sig, sndbuf int, svc service, tr *tracing.Recorder) error {
 	var stopBy time.Time                   // when stopping: the moment to give up on sending what is queued
 	events := make([]unix.EpollEvent, 128) // room for this many ready sockets per wait; more wait their turn
 	for {
-		if p.stopping && (time.Now().After(stopBy) || !slices.ContainsFunc(p.byFD(), wantsWrite)) {
+		if p.stopping && (time.Now().After(stopBy) || len(p.byFD()) == 0) {
 			for _, c := range p.byFD() {
 				end(c, "shutdown", tr)
 				p.forget(c)
@@ -204,11 +203,17 @@ func serve(ln, sig, sndbuf int, svc service, tr *tracing.Recorder) error {
 				p.stopping = true
 				svc.stop()
 				for _, c := range p.byFD() {
-					p.follow(c) // none is read from any more
+					if !c.wantWrite && !c.wantClose {
+						linger(c, tr) // everything is sent: close gently (signals.go)
+					}
+					p.follow(c) // none is heard any more
 				}
 			case fd < len(p.clients) && p.clients[fd].c != nil:
 				c := p.clients[fd].c
-				if c.wantRead && !p.stopping && ev.Events&readEvents != 0 {
+				switch {
+				case c.lingering && ev.Events&readEvents != 0:
+					discard(c, buf, tr)
+				case c.wantRead && !p.stopping && ev.Events&readEvents != 0:
 					svc.read(c, buf)
 				}
 				// Write when epoll says c is writable, and also when c's queue has just filled and epoll
@@ -218,10 +223,8 @@ func serve(ln, sig, sndbuf int, svc service, tr *tracing.Recorder) error {
 				if c.wantWrite && (ev.Events&writeEvents != 0 || p.clients[fd].events&unix.EPOLLOUT == 0) {
 					svc.write(c)
 				}
-				if !c.wantClose && p.interest(c)&(unix.EPOLLIN|unix.EPOLLOUT) == 0 && ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-					// Stopping, nothing to send, and the client hung up: epoll reports ERR and HUP even
-					// unasked, so no handler would take it, and level-triggered it would spin the loop.
-					end(c, "hung up", tr)
+				if p.stopping && !c.wantWrite && !c.wantClose && !c.lingering {
+					linger(c, tr) // stopping, and everything is sent: close gently (signals.go)
 				}
 				p.follow(c)
 			}
@@ -235,9 +238,6 @@ func serve(ln, sig, sndbuf int, svc service, tr *tracing.Recorder) error {
 		}
 	}
 }
-
-// wantsWrite reports whether c still has something to send.
-func wantsWrite(c *conn) bool { return c.wantWrite }
 
 // openRuntimePoller makes the Go runtime open its own epoll fd now. The runtime opens it lazily, the
 // first time it needs a timer, and if that moment came while this server's fds were all in use (see

@@ -52,7 +52,7 @@ const (
 // loop for nothing.
 func (p *poller) interest(c *conn) uint32 {
 	var events uint32
-	if c.wantRead && !p.stopping {
+	if c.wantRead && !p.stopping || c.lingering {
 		events |= unix.EPOLLIN | unix.EPOLLRDHUP
 	}
 	if c.wantWrite {

@@ -254,6 +254,8 @@ expect-line c1 "* the server is stopping"
 expect-line c2 "* the server is stopping"
 expect-eof c1
 expect-eof c2
+close c1
+close c2
 expect-exit 0
 `, fmt.Sprintf(welcome, "guest1"), fmt.Sprintf(welcome, "guest2")))
 	tracetest.Compare(t, filepath.Join("testdata", "room-stop.trace"), s.Transcript())

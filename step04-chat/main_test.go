@@ -205,8 +205,9 @@ expect-line c3 "* in the room: guest1, guest3"
 `, fmt.Sprintf(welcome, "guest1"), fmt.Sprintf(welcome, "guest2"), fmt.Sprintf(welcome, "guest3")))
 }
 
-// Names: the default one, /nick validated and unique regardless of case, freed when its owner leaves;
-// /msg to nobody; unknown commands get help.
+// Names: the default one, /nick validated and unique regardless of case, freed when its owner leaves,
+// a nick to one's own name changes nothing; /msg to nobody, and the sender of a /msg is told what went
+// to whom; commands regardless of case; unknown commands get help, and /help says the line limit.
 func TestNamesAndCommands(t *testing.T) {
 	s := tracetest.Open(t, ".")
 	tracetest.Do(t, s, fmt.Sprintf(`
@@ -225,14 +226,19 @@ send c2 "/msg nobody hello\n"
 expect-line c2 "* nobody here is called nobody"
 send c2 "/msg Guest2 hello there\n"
 expect-line c1 "guest3 (private): hello there"
+expect-line c2 "* to guest2 (private): hello there"
 send c2 "/dance\n"
 expect-line c2 "* unknown command /dance; commands: /nick NAME, /who, /msg NAME TEXT, /quit"
+send c2 "/HELP\n"
+expect-line c2 "* commands: /nick NAME, /who, /msg NAME TEXT, /quit; lines up to 1024 bytes"
+send c2 "/nick guest3\n"
+expect-line c2 "* you are guest3 already"
 send c2 "   \n\n"
-send c2 "/who\n"
+send c2 "/Who\n"
 expect-line c2 "* in the room: guest2, guest3"
 close c1
 expect-line c2 "* guest2 left"
-send c2 "/nick guest2\n"
+send c2 "/NICK guest2\n"
 expect-line c2 "* you are now guest2"
 `, fmt.Sprintf(welcome, "guest1"), fmt.Sprintf(welcome, "guest3")))
 }
@@ -494,6 +500,7 @@ func TestMemberReceivesEverythingInTheOrderItWasSaid(t *testing.T) {
 		"guest1 (private): did you see my hello?\n" +
 		"* a reply\n* another reply\n" +
 		"guest1: good\n" +
+		"* to guest1 (private): private to a\n" +
 		"guest1: and one more\n"
 	got := make([]byte, 4096)
 	n, err := unix.Read(fds[1], got)

@@ -116,7 +116,7 @@ func validName(s string) bool {
 }
 
 // A command is what one line asks for: verb "say" (an ordinary line, for everyone), "nick", "who",
-// "msg" (to one member) or "quit".
+// "msg" (to one member), "help" or "quit".
 type command struct {
 	verb string
 	name string // /nick's new name, /msg's recipient
@@ -132,7 +132,8 @@ func parseCommand(line string) (cmd command, problem string) {
 		return command{verb: "say", text: line}, ""
 	}
 	verb, args := splitWord(line)
-	switch verb {
+	switch strings.ToLower(verb) { // /NICK is /nick: names are not case-sensitive either
+
 	case "/nick":
 		name, more := splitWord(args)
 		if name == "" || more != "" {
@@ -156,7 +157,7 @@ func parseCommand(line string) (cmd command, problem string) {
 	case "/quit":
 		return command{verb: "quit"}, "" // anything after /quit is ignored, as IRC users expect
 	case "/help":
-		return command{}, help
+		return command{verb: "help"}, ""
 	}
 	return command{}, "unknown command " + verb + "; " + help
 }

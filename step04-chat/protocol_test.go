@@ -232,10 +232,11 @@ func TestParseCommand(t *testing.T) {
 		{"/msg", command{}, "usage: /msg NAME TEXT"},
 		{"/quit", command{verb: "quit"}, ""},
 		{"/quit see you", command{verb: "quit"}, ""},
-		{"/help", command{}, help},
+		{"/help", command{verb: "help"}, ""},
 		{"/dance", command{}, "unknown command /dance; " + help},
 		{"/", command{}, "unknown command /; " + help},
-		{"/NICK bob", command{}, "unknown command /NICK; " + help},
+		{"/NICK bob", command{verb: "nick", name: "bob"}, ""},
+		{"/Msg bob hi", command{verb: "msg", name: "bob", text: "hi"}, ""},
 	} {
 		got, problem := parseCommand(tc.line)
 		if got != tc.want || problem != tc.problem {
@@ -274,7 +275,7 @@ func FuzzCommand(f *testing.F) {
 				strings.TrimSpace(cmd.text) != cmd.text {
 				t.Fatalf("parseCommand(%q): msg %q %q", line, cmd.name, cmd.text)
 			}
-		case "who", "quit", "":
+		case "who", "help", "quit", "":
 		default:
 			t.Fatalf("parseCommand(%q): unknown verb %q", line, cmd.verb)
 		}

@@ -138,7 +138,7 @@ func (rm *room) hear(c *conn, frames []frame) {
 		}
 		if f.tooLong {
 			rm.tr.Event("too-long", c.fd, "line over %d bytes: refused, skipped to its newline", rm.maxLine)
-			rm.say(c, fmt.Sprintf("* line too long (over %d bytes): not sent", rm.maxLine))
+			rm.say(c, fmt.Sprintf("* line too long (over %d bytes): not sent; the lines around it were", rm.maxLine))
 		} else {
 			rm.handle(c, f.line)
 		}
@@ -163,6 +163,10 @@ func (rm *room) handle(c *conn, line string) {
 			rm.say(c, "* the name "+cmd.name+" is taken")
 			return
 		}
+		if cmd.name == c.name {
+			rm.say(c, "* you are "+c.name+" already")
+			return
+		}
 		old := c.name
 		c.name = cmd.name
 		rm.tr.Event("nick", c.fd, "%s is now %s", old, c.name)
@@ -183,6 +187,11 @@ func (rm *room) handle(c *conn, line string) {
 			return
 		}
 		rm.say(to, c.name+" (private): "+cmd.text)
+		if to != c {
+			rm.say(c, "* to "+to.name+" (private): "+cmd.text) // what was sent, and to whom
+		}
+	case cmd.verb == "help":
+		rm.say(c, fmt.Sprintf("* %s; lines up to %d bytes", help, rm.maxLine))
 	case cmd.verb == "quit":
 		rm.say(c, "* bye")
 		rm.leave(c, "left")

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,25 +76,32 @@ func needNC(t *testing.T) {
 }
 
 // A process is one command of a recipe, in its own process group (Ctrl-Z stops a terminal's whole
-// foreground job), with its stdin a pipe the test types into and its output collected.
+// foreground job), with its stdin a pipe the test types into and its output collected: stdout line by
+// line, every line kept until the test has looked at it (a chatty server's trace included: a recipe
+// lasts seconds), and stderr whole.
 type process struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	mu    sync.Mutex
-	out   bytes.Buffer
-	lines chan string // the output, line by line
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	mu     sync.Mutex
+	errOut bytes.Buffer  // stderr
+	lines  []string      // stdout lines the test has not looked at yet
+	seen   []string      // the last lines it looked at, for a failure's message
+	ended  bool          // stdout is closed
+	more   chan struct{} // a line came, or stdout closed
+	done   chan struct{} // closed once the process has exited
+	exit   error         // its exit, once done is closed
 }
 
 func (p *process) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.out.Write(b)
+	return p.errOut.Write(b)
 }
 
 // start runs command (a shell command line from a recipe) in its own process group.
 func start(t *testing.T, command string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command("sh", "-c", command), lines: make(chan string, 1024)}
+	p := &process{cmd: exec.Command("sh", "-c", command), more: make(chan struct{}, 1), done: make(chan struct{})}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdin, err := p.cmd.StdinPipe()
 	if err != nil {
@@ -112,18 +120,56 @@ func start(t *testing.T, command string) *process {
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			select {
-			case p.lines <- sc.Text():
-			default: // a chatty server: nobody waits for these lines
-			}
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+			p.wake()
 		}
-		close(p.lines)
+		p.mu.Lock()
+		p.ended = true
+		p.mu.Unlock()
+		p.wake()
+		p.exit = p.cmd.Wait() // after the last read from stdout, as exec requires
+		close(p.done)
 	}()
 	t.Cleanup(func() {
 		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		p.cmd.Wait()
+		<-p.done
 	})
 	return p
+}
+
+func (p *process) wake() {
+	select {
+	case p.more <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// next returns the next stdout line, waiting until deadline for it; ok is false if stdout ended first
+// or the deadline passed (timeout says which).
+func (p *process) next(deadline <-chan time.Time) (line string, ok, timeout bool) {
+	for {
+		p.mu.Lock()
+		if len(p.lines) > 0 {
+			line, p.lines = p.lines[0], p.lines[1:]
+			if p.seen = append(p.seen, line); len(p.seen) > 30 {
+				p.seen = p.seen[1:]
+			}
+			p.mu.Unlock()
+			return line, true, false
+		}
+		ended := p.ended
+		p.mu.Unlock()
+		if ended {
+			return "", false, false
+		}
+		select {
+		case <-p.more:
+		case <-deadline:
+			return "", false, true
+		}
+	}
 }
 
 // signal sends sig to the process's group, as a terminal does for Ctrl-Z (SIGSTOP stands for it:
@@ -141,16 +187,14 @@ func (p *process) waitLine(t *testing.T, re string) string {
 	want := regexp.MustCompile(re)
 	deadline := time.After(within)
 	for {
-		select {
-		case l, ok := <-p.lines:
-			if !ok {
-				t.Fatalf("%q ended before printing a line matching %q (stderr: %q)", p.cmd.Args[2], re, p.stderr())
-			}
-			if want.MatchString(l) {
-				return l
-			}
-		case <-deadline:
-			t.Fatalf("%q printed no line matching %q within %v", p.cmd.Args[2], re, within)
+		l, ok, timeout := p.next(deadline)
+		switch {
+		case timeout:
+			t.Fatalf("%q printed no line matching %q within %v (stderr: %q); its last lines:\n%s", p.cmd.Args[2], re, within, p.stderr(), p.tail())
+		case !ok:
+			t.Fatalf("%q ended before printing a line matching %q (stderr: %q)", p.cmd.Args[2], re, p.stderr())
+		case want.MatchString(l):
+			return l
 		}
 	}
 }
@@ -158,17 +202,53 @@ func (p *process) waitLine(t *testing.T, re string) string {
 // nothingFor checks that the process prints no line for d: the lesson's "nothing comes back".
 func (p *process) nothingFor(t *testing.T, d time.Duration) {
 	t.Helper()
-	select {
-	case l := <-p.lines:
+	if l, ok, _ := p.next(time.After(d)); ok {
 		t.Fatalf("%q printed %q, where the lesson says nothing comes back", p.cmd.Args[2], l)
-	case <-time.After(d):
 	}
+}
+
+// stopsOn waits until the process prints a line matching re and then nothing for quiet: the lesson's
+// "the trace stops on ...". It returns that last line.
+func (p *process) stopsOn(t *testing.T, re string, quiet time.Duration) string {
+	t.Helper()
+	want := regexp.MustCompile(re)
+	deadline := time.Now().Add(within)
+	l := p.waitLine(t, re)
+	for time.Now().Before(deadline) {
+		next, ok, _ := p.next(time.After(quiet))
+		if !ok {
+			return l // quiet (or ended: the caller's next wait says so)
+		}
+		if want.MatchString(next) {
+			l = next
+		}
+	}
+	t.Fatalf("%q did not stop on a line matching %q within %v; its last lines:\n%s", p.cmd.Args[2], re, within, p.tail())
+	return ""
+}
+
+// waitExit waits for the process to exit, and returns its exit status.
+func (p *process) waitExit(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		t.Fatalf("%q did not exit within %v (stderr: %q)", p.cmd.Args[2], within, p.stderr())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// tail returns the last lines the test looked at.
+func (p *process) tail() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.seen, "\n")
 }
 
 func (p *process) stderr() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.out.String()
+	return p.errOut.String()
 }
 
 // server starts a recipe's server command, built from the step it names, on a free loopback port,
@@ -180,7 +260,7 @@ func server(t *testing.T, command string) (*process, string) {
 		t.Fatalf("%q: want a server started with go run ./stepNN-...", command)
 	}
 	bin := tracetest.Binary(t, "../"+m[1])
-	p := start(t, bin+m[2]+" -addr 127.0.0.1:0")
+	p := start(t, "exec "+bin+m[2]+" -addr 127.0.0.1:0") // exec: a signal for the server reaches it, not a shell
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		if m := regexp.MustCompile(`listening on 127\.0\.0\.1:(\d+)`).FindStringSubmatch(p.stderr()); m != nil {
@@ -192,13 +272,22 @@ func server(t *testing.T, command string) (*process, string) {
 	return nil, ""
 }
 
-// client returns a recipe's client command, aimed at port instead of 8000.
+// client returns a recipe's client command, aimed at port instead of 8000: nc's 127.0.0.1 8000, or the
+// chat client (go run ./step04-chat/client, built, with -addr).
 func client(t *testing.T, command, port string) string {
 	t.Helper()
-	if !strings.Contains(command, "127.0.0.1 8000") {
-		t.Fatalf("%q: want a client of 127.0.0.1 8000", command)
+	const chat = "go run ./step04-chat/client"
+	switch {
+	case strings.Contains(command, chat):
+		return strings.Replace(command, chat, tracetest.Binary(t, "../step04-chat/client")+" -addr 127.0.0.1:"+port, 1)
+	case strings.Contains(command, "127.0.0.1 8000"):
+		if !strings.Contains(command, "nc -N ") {
+			t.Fatalf("%q: every nc in a lesson takes -N (send FIN at the end of input)", command)
+		}
+		return strings.Replace(command, "127.0.0.1 8000", "127.0.0.1 "+port, 1)
 	}
-	return strings.Replace(command, "127.0.0.1 8000", "127.0.0.1 "+port, 1)
+	t.Fatalf("%q: want a client of 127.0.0.1 8000, or %s", command, chat)
+	return ""
 }
 
 // Lesson 01: the second client waits for the first, and Ctrl-D (nc -N: send FIN at the end of input)
@@ -241,4 +330,48 @@ func TestRecipe02_SuspendedSenderStallsEveryone(t *testing.T) {
 	second.nothingFor(t, 500*time.Millisecond)
 	sender.signal(t, syscall.SIGKILL) // the lesson's "then kill it (kill %1)"
 	second.waitLine(t, `^hello$`)
+}
+
+// Lesson 03: the same suspended sender no longer stalls anyone. While it runs the server pauses and
+// resumes it; suspended, it is left paused with its queue in the write list, and a second client's
+// whole life goes by with c1 waiting there; Ctrl-C then stops the server through the self-pipe.
+func TestRecipe03_SuspendedSenderStallsNobody(t *testing.T) {
+	needNC(t)
+	cmds := recipe(t, "03-write-queues.md", "stall")
+	if len(cmds) != 3 {
+		t.Fatalf("recipe has %d commands, want 3 (the server, the endless sender, a second client): %q", len(cmds), cmds)
+	}
+	srv, port := server(t, cmds[0])
+	sender := start(t, client(t, cmds[1], port))
+	srv.waitLine(t, `^pause +c1 reading: \d+ pending >= high-water 65536$`) // "the trace scrolls with pause and resume"
+	srv.waitLine(t, `^resume +c1 reading: \d+ pending < low-water 16384$`)
+	sender.signal(t, syscall.SIGSTOP) // Ctrl-Z
+	// "The trace stops on pause c1 ... and a select with write=[c1] and no c1 under read=": the server
+	// takes what is left in the kernel for c1 until the mark, and sleeps.
+	pausedSelect := `^select +read=\[listener signals\] write=\[c1\]`
+	srv.stopsOn(t, pausedSelect, 500*time.Millisecond)
+	second := start(t, client(t, cmds[2], port))
+	second.waitLine(t, `^hello$`) // "Terminal 3's hello comes back at once"
+	// The trace: c2's whole life, while c1 stays in the write list and out of the read list (paused).
+	srv.waitLine(t, `^accept +c2$`)
+	for {
+		l := srv.waitLine(t, ``)
+		if regexp.MustCompile(`^close +c2 \(EOF\)$`).MatchString(l) {
+			break
+		}
+		if m := regexp.MustCompile(`^select +read=\[([^]]*)\] write=\[([^]]*)\]`).FindStringSubmatch(l); m != nil &&
+			(slices.Contains(strings.Fields(m[1]), "c1") || !slices.Contains(strings.Fields(m[2]), "c1")) {
+			t.Fatalf("during c2's life the server asked %q: want c1 in the write list only (paused, its echo waiting); the trace:\n%s", l, srv.tail())
+		}
+	}
+	srv.stopsOn(t, pausedSelect, 300*time.Millisecond) // and back to sleep, c1 still waiting
+	// fg and Ctrl-C end the sender; Ctrl-C in terminal 1 stops the server, which exits 0.
+	sender.signal(t, syscall.SIGCONT)
+	sender.signal(t, syscall.SIGINT)
+	sender.waitExit(t)
+	srv.signal(t, syscall.SIGINT)
+	srv.waitLine(t, `^signal +SIGINT: stop accepting`)
+	if status := srv.waitExit(t); status != 0 {
+		t.Fatalf("the server stopped by Ctrl-C exited with status %d, want 0 (stderr: %q)", status, srv.stderr())
+	}
 }

@@ -375,3 +375,68 @@ func TestRecipe03_SuspendedSenderStallsNobody(t *testing.T) {
 		t.Fatalf("the server stopped by Ctrl-C exited with status %d, want 0 (stderr: %q)", status, srv.stderr())
 	}
 }
+
+// Lesson 04: the room with two of the lab's clients, nc and a script. Clients' stdin is a pipe (the
+// chat client's plain mode); what they print is what the lesson promises.
+func TestRecipe04_Chat(t *testing.T) {
+	needNC(t)
+	cmds := recipe(t, "04-chat.md", "chat")
+	if len(cmds) != 5 {
+		t.Fatalf("recipe has %d commands, want 5 (the room, two clients, nc, a script): %q", len(cmds), cmds)
+	}
+	_, port := server(t, cmds[0])
+	alice := start(t, client(t, cmds[1], port))
+	alice.waitLine(t, `^\* welcome, guest1;`)
+	fmt.Fprintln(alice.stdin, "/nick alice") // "try /nick, /who, /msg"
+	alice.waitLine(t, `^\* you are now alice$`)
+	guest2 := start(t, client(t, cmds[2], port))
+	guest2.waitLine(t, `^\* welcome, guest2;`)
+	alice.waitLine(t, `^\* guest2 joined$`)
+	nc := start(t, client(t, cmds[3], port)) // "any line-based client will do"
+	nc.waitLine(t, `^\* welcome, guest3;`)
+	alice.waitLine(t, `^\* guest3 joined$`)
+	fmt.Fprintln(guest2.stdin, "/msg alice psst")
+	alice.waitLine(t, `^guest2 \(private\): psst$`)
+	fmt.Fprintln(guest2.stdin, "/who")
+	guest2.waitLine(t, `^\* in the room: alice, guest2, guest3$`)
+	fmt.Fprintln(nc.stdin, "hi from nc")
+	alice.waitLine(t, `^guest3: hi from nc$`)
+	guest2.waitLine(t, `^guest3: hi from nc$`)
+
+	// The script: three lines, then EOF. It reads the room's answers, leaves, and exits 0.
+	script := start(t, client(t, cmds[4], port))
+	script.waitLine(t, `^\* you are now dave$`)
+	script.waitLine(t, `^\* in the room: alice, guest2, guest3, dave$`)
+	if status := script.waitExit(t); status != 0 {
+		t.Fatalf("the script client exited with status %d, want 0 (stderr: %q)", status, script.stderr())
+	}
+	for _, member := range []*process{alice, guest2, nc} {
+		member.waitLine(t, `^dave: hello$`)
+		member.waitLine(t, `^\* dave left$`)
+	}
+
+	// Ctrl-D in nc's terminal: the room hears guest3 leave, and nc exits once the server closes.
+	nc.stdin.Close()
+	alice.waitLine(t, `^\* guest3 left$`)
+	guest2.waitLine(t, `^\* guest3 left$`)
+	nc.waitExit(t)
+}
+
+// Lesson 04: a member who never reads, suspended, is put out by a flood, and the flooder is told.
+func TestRecipe04_SlowMemberIsPutOut(t *testing.T) {
+	needNC(t)
+	cmds := recipe(t, "04-chat.md", "put-out")
+	if len(cmds) != 3 {
+		t.Fatalf("recipe has %d commands, want 3 (the room, a silent member, a flood): %q", len(cmds), cmds)
+	}
+	srv, port := server(t, cmds[0])
+	silent := start(t, client(t, cmds[1], port))
+	srv.waitLine(t, `^join +c1 as guest1$`)
+	silent.signal(t, syscall.SIGSTOP) // Ctrl-Z
+	flood := start(t, client(t, cmds[2], port))
+	flood.waitLine(t, `^\* guest1 was put out: too slow to read$`)
+	srv.waitLine(t, `^too-slow +c1 `)
+	if status := flood.waitExit(t); status != 0 {
+		t.Fatalf("the flooding client exited with status %d, want 0 (stderr: %q)", status, flood.stderr())
+	}
+}

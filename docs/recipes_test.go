@@ -440,3 +440,29 @@ func TestRecipe04_SlowMemberIsPutOut(t *testing.T) {
 		t.Fatalf("the flooding client exited with status %d, want 0 (stderr: %q)", status, flood.stderr())
 	}
 }
+
+// Lesson 05: with -fds, each member's accept and epoll_ctl ADD name its fd; a member who leaves is
+// closed, and the next one gets its number back (the lowest free fd).
+func TestRecipe05_FDNumbersAreReused(t *testing.T) {
+	cmds := recipe(t, "05-epoll.md", "watch")
+	if len(cmds) != 4 {
+		t.Fatalf("recipe has %d commands, want 4 (the server, three members): %q", len(cmds), cmds)
+	}
+	srv, port := server(t, cmds[0])
+	first := start(t, client(t, cmds[1], port))
+	fd1 := regexp.MustCompile(`^accept +c1\(fd(\d+)\)$`).FindStringSubmatch(srv.waitLine(t, `^accept +c1\(fd\d+\)$`))[1]
+	srv.waitLine(t, `^epoll_ctl +ADD c1\(fd`+fd1+`\) IN\|RDHUP$`)
+	first.waitLine(t, `^\* welcome, guest1;`)
+	second := start(t, client(t, cmds[2], port))
+	srv.waitLine(t, `^accept +c2\(fd\d+\)$`)
+	first.waitLine(t, `^\* guest2 joined$`)
+	first.stdin.Close() // Ctrl-D in terminal 2
+	srv.waitLine(t, `^close +c1\(fd`+fd1+`\) \(EOF\)$`)
+	second.waitLine(t, `^\* guest1 left$`)
+	if status := first.waitExit(t); status != 0 {
+		t.Fatalf("the member who pressed Ctrl-D exited with status %d, want 0 (stderr: %q)", status, first.stderr())
+	}
+	start(t, client(t, cmds[3], port))
+	srv.waitLine(t, `^accept +c3\(fd`+fd1+`\)$`) // c1's number, given out again
+	second.waitLine(t, `^\* guest3 joined$`)
+}

@@ -4,18 +4,15 @@ package main
 
 import (
 	"fmt"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"muxlab/tracing"
@@ -52,37 +49,13 @@ func echoTranscript(t *testing.T, pkg, name, until string, args ...string) strin
 	return res.Transcript[:i+len(until)]
 }
 
-// received are the transcript lines that say what a client received. Where one lands among the
-// server's lines can depend on TCP timing that no scenario controls: a client that does not read
-// may still see its receive window reopen as its kernel compacts the bytes queued for it, and then
-// the server writes the rest of its queue before the client's "expect" rather than during it.
-var received = regexp.MustCompile(`^<< `)
-
-// compareTranscript compares a transcript with a golden one as tracetest.Compare does, but leaves out
-// the clients' "<<" lines (the scenario's expects have checked them already): the server's lines and
-// the clients' actions must be the same, in the same order.
-func compareTranscript(t *testing.T, golden, got string) {
-	t.Helper()
-	if *tracetest.Update {
-		tracetest.Compare(t, golden, got)
-		return
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if d := tracing.Diff(without(string(want), received), without(got, received)); d != "" {
-		t.Errorf("transcript differs from %s, leaving out the << lines (-want +got):\n%s", golden, d)
-	}
-}
-
 // The echo of step03, edge-triggered: every scenario of step03 against golden transcripts
-// (testdata/echo-NAME.trace). The scenarios' expects check what each client received.
+// (testdata/echo-NAME.trace). The scenarios' expects check what each client tracetest.Received.
 func TestEchoScenarios(t *testing.T) {
 	for _, sc := range echoScenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			got := echoTranscript(t, ".", sc.name, sc.until, "-echo")
-			compareTranscript(t, filepath.Join("testdata", "echo-"+sc.name+".trace"), got)
+			tracetest.CompareServerLines(t, filepath.Join("testdata", "echo-"+sc.name+".trace"), got)
 		})
 	}
 }
@@ -100,7 +73,7 @@ func roomTranscript(t *testing.T, pkg, name string, args ...string) string {
 func TestRoomScenarios(t *testing.T) {
 	for _, name := range roomScenarios {
 		t.Run(name, func(t *testing.T) {
-			compareTranscript(t, filepath.Join("testdata", "room-"+name+".trace"), roomTranscript(t, ".", name))
+			tracetest.CompareServerLines(t, filepath.Join("testdata", "room-"+name+".trace"), roomTranscript(t, ".", name))
 		})
 	}
 }
@@ -114,48 +87,6 @@ var loopLines = regexp.MustCompile(`^(epoll_wait|epoll_ctl|ready) `)
 // note that it left a client undrained.
 var etLines = regexp.MustCompile(`^((read|accept) +\S+ EAGAIN|owed +\S+ .*)$`)
 
-// without returns the transcript's lines that match none of the patterns.
-func without(transcript string, patterns ...*regexp.Regexp) string {
-	var b strings.Builder
-	for _, l := range tracing.Lines(transcript) {
-		keep := true
-		for _, p := range patterns {
-			keep = keep && !p.MatchString(l)
-		}
-		if keep {
-			b.WriteString(l + "\n")
-		}
-	}
-	return b.String()
-}
-
-// reactions splits a transcript into the server's reactions to the clients' actions (a new one at
-// each ">>" line) and, within each reaction, the lines about each socket, in order, leaving out the
-// lines that match leave. Two transcripts with equal reactions did the same things for the same
-// actions; only the order in which one reaction took the sockets may differ (epoll returns them in
-// the order they became ready, and edge-triggered one turn may take what level-triggered took in two).
-func reactions(transcript string, leave ...*regexp.Regexp) []map[string][]string {
-	var out []map[string][]string
-	for _, l := range tracing.Lines(without(transcript, append(leave, received)...)) {
-		f := strings.Fields(l)
-		if len(out) == 0 || f[0] == ">>" {
-			out = append(out, map[string][]string{})
-		}
-		if len(f) > 1 {
-			out[len(out)-1][f[1]] = append(out[len(out)-1][f[1]], l)
-		}
-	}
-	return out
-}
-
-// sameReactions fails the test if the two transcripts' reactions differ.
-func sameReactions(t *testing.T, what, a, b string, leaveA, leaveB []*regexp.Regexp) {
-	t.Helper()
-	if d := cmp.Diff(reactions(a, leaveA...), reactions(b, leaveB...)); d != "" {
-		t.Errorf("%s (-before +after):\n%s", what, d)
-	}
-}
-
 // The instructor's diff, checked: on every echo scenario, step05's transcript (level-triggered) and
 // step06's differ only in the loop's own lines (wait, ready, registration) and in what draining adds:
 // the reads and accepts that go on to EAGAIN, and owed lines. Every accept, read, queue, write and
@@ -168,11 +99,11 @@ func TestEchoDiffFromStep05IsOnlyTheLoop(t *testing.T) {
 			if !strings.Contains(et, "epoll_ctl  ADD c1 IN|RDHUP|ET\n") {
 				t.Fatal("step06's transcript has no edge-triggered registration: is it still edge-triggered?")
 			}
-			sameReactions(t, "step05 -> step06 changes more than the loop's lines and the reads to EAGAIN", lt, et,
+			tracetest.SameReactions(t, "step05 -> step06 changes more than the loop's lines and the reads to EAGAIN", lt, et,
 				[]*regexp.Regexp{loopLines}, []*regexp.Regexp{loopLines, etLines})
 			if sc.name == "seed" {
-				// The diff the lesson quotes, without the << lines (see received).
-				storeDiff(t, "echo-seed-lt-vs-et.diff", lt, et, loopLines, etLines)
+				// The diff the lesson quotes, without the << lines (see tracetest.Received).
+				tracetest.StoreDiff(t, "echo-seed-lt-vs-et.diff", lt, et, loopLines, etLines)
 			}
 		})
 	}
@@ -185,22 +116,9 @@ func TestRoomDiffFromStep05IsOnlyTheLoop(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			lt := roomTranscript(t, "../step05-epoll", name)
 			et := roomTranscript(t, ".", name)
-			sameReactions(t, "step05 -> step06 changes more than the loop's lines and the reads to EAGAIN", lt, et,
+			tracetest.SameReactions(t, "step05 -> step06 changes more than the loop's lines and the reads to EAGAIN", lt, et,
 				[]*regexp.Regexp{loopLines}, []*regexp.Regexp{loopLines, etLines})
 		})
-	}
-}
-
-// storeDiff keeps the whole line diff from transcript a to b, leaving out the << lines, in
-// testdata/NAME for the lesson to quote, and fails if a changed line matches none of the patterns.
-func storeDiff(t *testing.T, name, a, b string, changes ...*regexp.Regexp) {
-	t.Helper()
-	script := tracetest.EditScript(tracing.Lines(without(a, received)), tracing.Lines(without(b, received)))
-	tracetest.Compare(t, filepath.Join("testdata", name), tracetest.Render(script))
-	for _, e := range script {
-		if e.Op != ' ' && !slices.ContainsFunc(changes, func(p *regexp.Regexp) bool { return p.MatchString(e.Line) }) {
-			t.Errorf("%s: a line that is not the loop's changed: %c %q", name, e.Op, e.Line)
-		}
 	}
 }
 
@@ -268,77 +186,26 @@ const welcome = "* welcome, %s; commands: /nick NAME, /who, /msg NAME TEXT, /qui
 func TestB19_MoreThan1024ClientsAllServed(t *testing.T) {
 	const clients = 1100
 	s := tracetest.Open(t, ".", "-echo")
-	conns := dialMany(t, s.Server().Addr, clients)
+	conns := tracetest.DialMany(t, s.Server().Addr, clients)
 	top := maxFD(t, s.Server().Pid())
 	if top < 1024 {
 		t.Fatalf("the server's highest fd is %d: the test proves nothing about FD_SETSIZE", top)
 	}
 	for i, c := range conns { // everyone again, all connected at once
-		if err := roundTrip(c, fmt.Sprintf("again %d\n", i)); err != nil {
+		if err := tracetest.RoundTrip(c, fmt.Sprintf("again %d\n", i)); err != nil {
 			t.Fatalf("client %d: %v", i+1, err)
 		}
 	}
-}
-
-// dialMany connects n clients one after the other, each with one round trip (so the server has
-// accepted it), and resets them when the test ends.
-func dialMany(t *testing.T, addr string, n int) []*replay.Client {
-	t.Helper()
-	tracetest.RaiseFDLimit(t, uint64(n)+64)
-	conns := make([]*replay.Client, 0, n)
-	t.Cleanup(func() {
-		for _, c := range conns {
-			c.Reset() // an RST leaves no TIME_WAIT behind: -count=10 would use up the ephemeral ports
-		}
-	})
-	for i := 1; i <= n; i++ {
-		c, err := replay.Dial(fmt.Sprintf("c%d", i), addr, 0)
-		if err != nil {
-			t.Fatalf("client %d: %v", i, err)
-		}
-		conns = append(conns, c)
-		if err := roundTrip(c, "ping\n"); err != nil {
-			t.Fatalf("client %d: %v", i, err)
-		}
-	}
-	return conns
-}
-
-func roundTrip(c *replay.Client, line string) error {
-	if err := c.Send([]byte(line), 10*time.Second); err != nil {
-		return err
-	}
-	return c.Expect([]byte(line), 10*time.Second)
 }
 
 // maxFD returns the highest fd process pid has open.
 func maxFD(t *testing.T, pid int) int {
 	t.Helper()
 	top := -1
-	for fd := range openFDs(t, pid) {
+	for fd := range tracetest.OpenFDs(t, pid) {
 		top = max(top, fd)
 	}
 	return top
-}
-
-// openFDs returns the fds process pid has open, each with what it is (readlink of /proc/PID/fd/N).
-func openFDs(t *testing.T, pid int) map[int]string {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Skipf("needs /proc: %v", err)
-	}
-	fds := map[int]string{}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		what, _ := os.Readlink(filepath.Join(dir, e.Name()))
-		fds[fd] = what
-	}
-	return fds
 }
 
 // EMFILE: the server runs out of fds (the test lowers its RLIMIT_NOFILE with prlimit(2) once it is up,
@@ -351,7 +218,7 @@ func TestEMFILE_RefusedClearlyNoSpinServiceResumes(t *testing.T) {
 	srv := s.Server()
 	tracetest.Do(t, s, "connect c1\nsend c1 \"hello\\n\"\nexpect c1 \"hello\\n\"")
 	baseline := srv.OpenFDs()
-	limitFDs(t, srv)
+	tracetest.LimitFDs(t, srv)
 	cpu := srv.CPUTime()
 	tracetest.Do(t, s, `connect c2
 expect-line c2 "server busy: out of file descriptors, try again later"
@@ -413,7 +280,7 @@ expect c3 "my turn\n"`)
 func TestEMFILE_RoomRefusesWithANotice(t *testing.T) {
 	s := tracetest.Open(t, ".")
 	tracetest.Do(t, s, "connect c1\nexpect-line c1 \""+fmt.Sprintf(welcome, "guest1")+"\"")
-	limitFDs(t, s.Server())
+	tracetest.LimitFDs(t, s.Server())
 	tracetest.Do(t, s, `connect c2
 expect-line c2 "* the room is full: the server is out of file descriptors, try again later"
 expect-eof c2
@@ -421,33 +288,12 @@ send c1 "/who\n"
 expect-line c1 "* in the room: guest1"`)
 }
 
-// limitFDs lowers the server's soft RLIMIT_NOFILE (with prlimit(2), once it is up) to the lowest fd
-// number it does not use: from then on it can open nothing more, until it closes something. (A limit
-// set before starting it would not do: a Go program raises its soft limit to the hard one at start.)
-func limitFDs(t *testing.T, srv *replay.Server) {
-	t.Helper()
-	free := 0
-	for _, fd := range srv.FDs() {
-		if fd == free {
-			free++
-		}
-	}
-	var lim unix.Rlimit
-	if err := unix.Prlimit(srv.Pid(), unix.RLIMIT_NOFILE, nil, &lim); err != nil {
-		t.Fatal(err)
-	}
-	lim.Cur = uint64(free)
-	if err := unix.Prlimit(srv.Pid(), unix.RLIMIT_NOFILE, &lim, nil); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // The runtime's own poller must exist before the fds can run out (see serve): the server has two
 // epoll fds, the runtime's and its own, from the start.
 func TestRuntimePollerOpenedAtStart(t *testing.T) {
 	s := tracetest.Open(t, ".", "-echo")
 	polls := 0
-	for _, what := range openFDs(t, s.Server().Pid()) {
+	for _, what := range tracetest.OpenFDs(t, s.Server().Pid()) {
 		if what == "anon_inode:[eventpoll]" {
 			polls++
 		}
@@ -470,58 +316,15 @@ connect c4
 send c2 30000 bytes
 close c3
 reset c4`)
-	list := interestList(t, s.Server().Pid())
+	list := tracetest.InterestList(t, s.Server().Pid())
 	base := uint32(unix.EPOLLERR | unix.EPOLLHUP | unix.EPOLLET)
 	want := []uint32{unix.EPOLLIN, unix.EPOLLIN, unix.EPOLLIN | unix.EPOLLRDHUP, unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLOUT}
 	for i := range want {
 		want[i] |= base
 	}
 	if !slices.Equal(list, want) {
-		t.Fatalf("interest list (events of listener, signals, c1, c2, by fd) = %v, want %v\n%s", hex(list), hex(want), s.Transcript())
+		t.Fatalf("interest list (events of listener, signals, c1, c2, by fd) = %v, want %v\n%s", tracetest.EventNames(list), tracetest.EventNames(want), s.Transcript())
 	}
-}
-
-// interestList returns the events of each fd in the server's own epoll interest list, by fd. Its epoll
-// fd is the one that does not watch the runtime's eventfd.
-func interestList(t *testing.T, pid int) []uint32 {
-	t.Helper()
-	tfd := regexp.MustCompile(`(?m)^tfd:\s+(\d+) events:\s+([0-9a-f]+)`)
-	fds := openFDs(t, pid)
-	for fd, what := range fds {
-		if what != "anon_inode:[eventpoll]" {
-			continue
-		}
-		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
-		if err != nil {
-			t.Fatal(err)
-		}
-		events := map[int]uint32{}
-		runtimes := false
-		for _, m := range tfd.FindAllStringSubmatch(string(info), -1) {
-			n, _ := strconv.Atoi(m[1])
-			runtimes = runtimes || fds[n] == "anon_inode:[eventfd]"
-			ev, _ := strconv.ParseUint(m[2], 16, 32)
-			events[n] = uint32(ev)
-		}
-		if runtimes {
-			continue
-		}
-		var list []uint32 // by fd: the listener first, then the clients in the order they came
-		for _, fd := range slices.Sorted(maps.Keys(events)) {
-			list = append(list, events[fd])
-		}
-		return list
-	}
-	t.Fatal("no epoll fd of the server's own")
-	return nil
-}
-
-func hex(events []uint32) []string {
-	var s []string
-	for _, e := range events {
-		s = append(s, tracing.EpollEvents(e))
-	}
-	return s
 }
 
 // Bad flags get one clear line and exit status 2.

@@ -27,6 +27,12 @@ type fault struct {
 	alone bool                     // runs with no other test running: it changes what the test's children inherit
 	args  func(tg target) []string // if set, more flags for the server, after serverArgs (the later flag wins)
 	run   func(r *row)
+	// chatOnly: the fault is one of the room's (its commands, its lines); the echo's cells read n/a.
+	chatOnly bool
+	// bare: the row starts no server (r.s and r.srv are nil); it runs r.bin with r.args itself.
+	bare bool
+	// needs, if set, says why this machine cannot play the fault ("" if it can): the cell is skipped.
+	needs func() string
 }
 
 var faultList = []fault{
@@ -44,6 +50,13 @@ var faultList = []fault{
 	{name: "vanish", what: "a client with a large write pending closes without reading it (the kernel sends RST)", run: vanish},
 	{name: "SIGINT", what: "the server gets SIGINT with every queue empty", run: func(r *row) { signal(r, "INT") }},
 	{name: "SIGTERM", what: "the server gets SIGTERM while a client that never reads has output queued", run: func(r *row) { signal(r, "TERM") }},
+	{name: "ipv6", what: "the server is told to listen on [::1] (issue 20.1)", args: ipv6Args, needs: ipv6Loopback, run: ipv6},
+	{name: "who-flood", what: "a member sends 64 KiB of /who in one write and never reads, 200 others in the room (issue 20.3)", chatOnly: true, run: whoFlood},
+	{name: "fin-crowd", what: "900 members, each with 1000 bytes of unfinished line, send FIN at once (issue 20.4)", chatOnly: true, bare: true, args: finCrowdArgs, run: finCrowd},
+	{name: "stop-reset", what: "while the server stops, an idle client resets (issue 20.5)", run: stopReset},
+	{name: "flags", what: "a stray argument (-trace false -addr 127.0.0.1:0), and -sndbuf -5 (issue 20.6)", bare: true, run: badFlags},
+	{name: "stop-linger", what: "SIGTERM with 200 clients that have sent bytes the server will not read (issue 20.7)", run: stopLinger},
+	{name: "invisible", what: "a line with bidi overrides, zero-width characters and U+2028/2029 (issue 20.8)", chatOnly: true, run: invisible},
 }
 
 // bulk is the i-th of many 1000-byte lines from client from.

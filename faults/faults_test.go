@@ -46,6 +46,13 @@ var targets = []target{
 // -readbudget 0). The matrix is compared with testdata/matrix.txt only with the default.
 var readBudget = flag.Int("readbudget", -1, "run step06 with -readbudget N (default: its own default); the matrix is not compared")
 
+// stepsDir, if set, builds the step programs from another checkout of the lab (a worktree of an
+// older commit: git worktree add /tmp/base COMMIT), to show a row failing before the fix it guards:
+// go test ./faults -run 'TestFaults/parallel/who-flood' -steps /tmp/base. Where that checkout has no
+// step06, its columns run step05 with -et, the edge-triggered mode that became step06. The matrix is
+// not compared.
+var stepsDir = flag.String("steps", "", "build the steps from this checkout instead (e.g. a worktree of an older commit); the matrix is not compared")
+
 // serverArgs go to every step: a small send buffer per client (every step has -sndbuf), so that a
 // client that does not read fills it with a few tens of kilobytes, the same on every run.
 var serverArgs = []string{"-sndbuf", "16384"}
@@ -64,13 +71,32 @@ func prepare(t *testing.T, tg target) (bin string, args []string, missing notYet
 	}
 	p := preparedTarget{}
 	defer func() { prepared[tg.name] = p }()
-	if _, err := os.Stat(filepath.Join(tg.dir, "main.go")); err != nil {
+	root, pkg := ".", tg.dir
+	if *stepsDir != "" {
+		root, pkg = *stepsDir, "./"+filepath.Base(tg.dir)
+	}
+	et := false // step05's old -et mode stands in for step06
+	if _, err := os.Stat(filepath.Join(root, pkg, "main.go")); err != nil && tg.budget && *stepsDir != "" {
+		pkg, et = "./step05-epoll", true
+	}
+	if _, err := os.Stat(filepath.Join(root, pkg, "main.go")); err != nil {
 		p.missing = notYet(filepath.Base(tg.dir) + " does not exist yet")
 		return p.bin, p.args, p.missing
 	}
-	p.bin = tracetest.Binary(t, tg.dir)
+	bin, err := replay.Build(root, pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.bin = bin
 	flags := flagNames(p.bin)
 	p.args = slices.Clone(serverArgs)
+	if et {
+		if !flags["et"] {
+			p.missing = notYet(filepath.Base(tg.dir) + " does not exist there, nor step05 -et")
+			return p.bin, p.args, p.missing
+		}
+		p.args = append(p.args, "-et")
+	}
 	if tg.budget && *readBudget >= 0 {
 		if !flags["readbudget"] {
 			p.missing = notYet(filepath.Base(tg.dir) + " has no -readbudget flag yet")
@@ -194,19 +220,40 @@ func runCell(t *testing.T, f fault, tg target) {
 			c.status = "ok"
 		}
 	})
+	playCell(t, f, tg, c, &figures{})
+}
+
+// playCell plays fault f against tg: the cell's status and evidence go to c, what the row measured to
+// fig.
+func playCell(t *testing.T, f fault, tg target, c *cell, fig *figures) {
+	if f.chatOnly && !tg.chat {
+		c.status = "n/a"
+		t.Skip("a fault of the chat room only")
+	}
 	bin, args, missing := prepare(t, tg)
 	if missing != "" {
 		c.status = "not yet"
 		t.Skip(string(missing))
 	}
-	var release func()
-	if f.alone {
-		release = holdLowFDs(t)
+	if f.needs != nil {
+		if why := f.needs(); why != "" {
+			c.status = "skipped"
+			t.Skip(why)
+		}
 	}
 	if f.args != nil {
 		args = append(slices.Clone(args), f.args(tg)...)
 	}
+	if f.bare {
+		f.run(&row{t: t, tg: tg, cell: c, bin: bin, args: args, fig: fig})
+		return
+	}
+	var release func()
+	if f.alone {
+		release = holdLowFDs(t)
+	}
 	r := newRow(t, tg, bin, args, c)
+	r.fig = fig
 	if release != nil {
 		release()
 	}
@@ -222,10 +269,18 @@ func checkMatrix(t *testing.T) {
 		t.Logf("matrix not checked: step06 ran with -readbudget %d", *readBudget)
 		return
 	}
+	if *stepsDir != "" {
+		t.Logf("matrix not checked: the steps came from %s", *stepsDir)
+		return
+	}
 	for _, f := range faultList {
 		for _, tg := range targets {
 			if results[f.name][tg.name] == nil {
 				t.Logf("matrix not checked: %s × %s did not run", f.name, tg.name)
+				return
+			}
+			if results[f.name][tg.name].status == "skipped" {
+				t.Logf("matrix not checked: %s × %s was skipped (this machine cannot play it)", f.name, tg.name)
 				return
 			}
 		}

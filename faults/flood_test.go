@@ -234,7 +234,12 @@ func flood(r *row) {
 	if during == 0 {
 		r.t.Errorf("%d probes, none answered while the flood of %d lines was being sent: one client owned the loop", probes, sent)
 	}
-	if rss := statusBytes(r.t, r.srv.Pid(), "VmHWM"); rss > floodRSS {
+	r.fig.want, r.fig.got = sent*readersFor, 0
+	for _, n := range checkedPerReader {
+		r.fig.got += n
+	}
+	r.fig.peakRSS = statusBytes(r.t, r.srv.Pid(), "VmHWM")
+	if rss := r.fig.peakRSS; rss > floodRSS {
 		r.t.Errorf("the server's peak resident memory was %d MiB (bound %d MiB)", rss>>20, floodRSS>>20)
 	}
 	r.t.Logf("%d lines of 1000 bytes flooded; %d of %d probes answered during the flood; peak RSS %d MiB",

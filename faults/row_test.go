@@ -28,6 +28,9 @@ type row struct {
 	members  []*member          // connected clients (echo) or members of the room (chat), in order
 	byName   map[string]*member // by client name
 	baseline int                // the server's open fds before the faulty client came
+	bin      string             // the step program, and its flags (set for a bare row, which starts no server)
+	args     []string
+	fig      *figures // what it measured, for the soak's report
 	// anonymous is a client's trace name that depends on the machine (how many clients it took to
 	// get there): the matrix shows it as cN.
 	anonymous string
@@ -52,7 +55,7 @@ func newRow(t *testing.T, tg target, bin string, args []string, c *cell) *row {
 		}
 		s.Close()
 	})
-	return &row{t: t, tg: tg, s: s, srv: s.Server(), cell: c, byName: map[string]*member{}}
+	return &row{t: t, tg: tg, s: s, srv: s.Server(), cell: c, byName: map[string]*member{}, fig: &figures{}}
 }
 
 // do plays scenario lines (fmt-formatted); on failure it shows the end of the transcript.

@@ -501,7 +501,7 @@ func longLine(r *row) {
 		if err := c.Send(flood, 30*time.Second); err != nil {
 			r.t.Fatal(err)
 		}
-		r.do("expect-line f %s", quote("* line too long (over 1024 bytes): not sent"))
+		r.do("expect-line f %s", quote("* line too long (over 1024 bytes): not sent; the lines around it were"))
 		r.evidence(`^too-long\s+%s `, f.trace)
 	} else {
 		sent := make(chan error, 1)

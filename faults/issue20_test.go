@@ -183,13 +183,13 @@ func whoFlood(r *row) {
 	}
 	r.fig.want++
 	r.fig.got++
-	r.evidence(`^pause\s+%s reading`, f.trace)
-	r.idle() // f sits there, paused, its socket full
 	r.fig.peakRSS = statusBytes(r.t, r.srv.Pid(), "VmHWM")
 	if r.fig.peakRSS > rssBound {
 		r.t.Errorf("the server's peak resident memory was %d MiB (bound %d MiB)", r.fig.peakRSS>>20, rssBound>>20)
 	}
 	r.t.Logf("probe answered in %v; peak RSS %d MiB", rtt.Round(time.Millisecond), r.fig.peakRSS>>20)
+	r.evidence(`^pause\s+%s reading`, f.trace)
+	r.idle() // f sits there, paused, its socket full
 	r.cell.evidence = append(r.cell.evidence, "probe answered within 2 s; peak RSS under 64 MiB")
 	r.served()
 	r.do("reset f")

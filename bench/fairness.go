@@ -318,8 +318,11 @@ func fairOnce(p program, load fairLoad) (fairRun, error) {
 		}
 	}
 	run.peakRSS, _ = srv.peakRSS()
-	srv.stop() // ends the flooder's blocked write, if the run stopped over the cap
-	if err := <-floodErr; err != nil && !run.overCap {
+	// Stopping the server ends the flooder's blocked write when the run ended before the flood did: over
+	// the cap, or with every reader put out while the room held the flooder back.
+	interrupted := !floodDone.Load()
+	srv.stop()
+	if err := <-floodErr; err != nil && !interrupted {
 		return run, fmt.Errorf("flooder: %w", err)
 	}
 	run.sent = int(sent.Load())

@@ -488,6 +488,7 @@ func TestThreeClientsAgainstTheServer(t *testing.T) {
 	carol.expectLine("alice: hello, bob and carol")
 	bob.send("/msg carol lunch at noon?\n")
 	carol.expectLine("bob (private): lunch at noon?")
+	bob.expectLine("* to carol (private): lunch at noon?")
 	carol.send("/who\n")
 	carol.expectLine("* in the room: alice, bob, carol")
 	carol.send("sounds good\n")

@@ -301,7 +301,7 @@ func scanCharts(res *results) string {
 	return b.String()
 }
 
-// targets checks the issue's targets for the epoll steps (step05 LT, step06 ET) against the baseline, in this run's figures.
+// targets checks the lab's targets for the epoll steps (step05 LT, step06 ET) against the baseline, in this run's figures.
 func targets(res *results) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
@@ -309,7 +309,7 @@ func targets(res *results) string {
 	if res.cfg.name != full.name {
 		p("*This is a %s run: too short and too small for these verdicts to mean anything; `go run ./bench` gives the ones to read.*\n\n", res.cfg.name)
 	}
-	p("The issue's targets, checked in this run. A ratio is taken within each repetition, between runs made back to back (an epoll step and the baseline at the same load; a scan level and the same server's run with no idle connection; the two tracing builds), and the verdict reads its median over the repetitions: the machine drifts by more than the margins over a run, and pairing cancels the drift. Where one is missed, `go run ./bench -servers 'step05|step06|baseline' -cpuprofile DIR` writes a CPU profile of every server run, for `go tool pprof -top DIR/*.pprof`.\n\n")
+	p("The lab's targets, checked in this run. A ratio is taken within each repetition, between runs made back to back (an epoll step and the baseline at the same load; a scan level and the same server's run with no idle connection; the two tracing builds), and the verdict reads its median over the repetitions: the machine drifts by more than the margins over a run, and pairing cancels the drift. Where one is missed, `go run ./bench -servers 'step05|step06|baseline' -cpuprofile DIR` writes a CPU profile of every server run, for `go tool pprof -top DIR/*.pprof`.\n\n")
 	const base = baseline
 	steps := []string{"step05 epoll LT", "step06 epoll ET"}
 	if !slices.Contains(res.echoNames, steps[0]) {
@@ -446,7 +446,7 @@ func fairnessReport(res *results) string {
 		if !ok || worst >= 64<<20 {
 			verdict = "**MISS**"
 		}
-		p("Target (issue 20.2): under the flood, %s's peak RSS stays under 64 MiB and every well-behaved member receives every line: peak %d MiB over %d runs, every member complete in every run: %v. **%s**\n\n", fair, worst>>20, len(runs), ok, verdict)
+		p("Target: under the flood, %s's peak RSS stays under 64 MiB and every well-behaved member receives every line: peak %d MiB over %d runs, every member complete in every run: %v. **%s**\n\n", fair, worst>>20, len(runs), ok, verdict)
 	}
 	return b.String()
 }

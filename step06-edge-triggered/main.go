@@ -10,9 +10,9 @@
 // for), and, when the event says the client sent FIN, on to the read of 0 that ends it. A loop that
 // stops early waits forever for an edge that will not come (exercise 06a: the hang).
 //
-// Draining has a price: a client that sends without pause is never drained, and a naive loop reads
-// it forever while the others wait, and in the chat queues every byte it sends for every member
-// within that one event. So this loop reads at most -readbudget times from one client per turn; a
+// Draining has a price: a client that sends without pause, faster than the loop handles what it reads,
+// is never drained, and a naive loop reads it forever while the others wait. So this loop reads at
+// most -readbudget times from one client per turn; a
 // client left undrained is owed a read, which the loop pays next turn without waiting for an edge,
 // and while anyone is owed, the wait does not sleep (timeout 0). -readbudget 0 is the naive drain.
 package main

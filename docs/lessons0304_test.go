@@ -1,7 +1,6 @@
 package docs
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,7 +35,11 @@ func TestLessonDiffs(t *testing.T) {
 	for _, d := range lessonDiffs {
 		old, oldAt := stretch(t, d.old, d.oldFrom, d.oldTo)
 		new, newAt := stretch(t, d.new, d.newFrom, d.newTo)
-		got := unified(d.old, d.new, editScript(old, new), d.context, oldAt, newAt)
+		context := d.context
+		if context == 0 {
+			context = -1 // the whole stretch in one hunk
+		}
+		got := tracing.UnifiedAt(d.old, d.new, tracing.EditScript(old, new), context, oldAt, newAt)
 		path := filepath.Join("testdata", d.golden)
 		if *update {
 			if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
@@ -91,93 +94,4 @@ func stretch(t *testing.T, path, from, to string) ([]string, int) {
 	}
 	t.Fatalf("%s has no line with %q followed by one with %q: update lessonDiffs in docs/lessons0304_test.go", path, from, to)
 	return nil, 0
-}
-
-// An edit is one line of a diff: ' ' in both texts, '-' only in the old one, '+' only in the new one.
-// (The steps' tests have the same diff in tracing/tracetest, whose -update flag would clash with this
-// package's.)
-type edit struct {
-	op   byte
-	line string
-}
-
-// editScript turns a into b with the fewest deletions and insertions (a longest common subsequence).
-func editScript(a, b []string) []edit {
-	common := make([][]int, len(a)+1) // common[i][j]: the longest common subsequence of a[i:] and b[j:]
-	for i := range common {
-		common[i] = make([]int, len(b)+1)
-	}
-	for i := len(a) - 1; i >= 0; i-- {
-		for j := len(b) - 1; j >= 0; j-- {
-			if a[i] == b[j] {
-				common[i][j] = common[i+1][j+1] + 1
-			} else {
-				common[i][j] = max(common[i+1][j], common[i][j+1])
-			}
-		}
-	}
-	var script []edit
-	for i, j := 0, 0; i < len(a) || j < len(b); {
-		switch {
-		case i < len(a) && j < len(b) && a[i] == b[j]:
-			script = append(script, edit{' ', a[i]})
-			i, j = i+1, j+1
-		case j == len(b) || i < len(a) && common[i+1][j] >= common[i][j+1]:
-			script = append(script, edit{'-', a[i]})
-			i++
-		default:
-			script = append(script, edit{'+', b[j]})
-			j++
-		}
-	}
-	return script
-}
-
-// unified renders an edit script as a unified diff (diff -u) with context lines around each change;
-// with context 0, the whole script as one hunk. atA and atB are the line numbers the texts start at.
-func unified(nameA, nameB string, script []edit, context, atA, atB int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "--- %s\n+++ %s\n", nameA, nameB)
-	lineA, lineB := make([]int, len(script)+1), make([]int, len(script)+1) // before script[k]
-	lineA[0], lineB[0] = atA, atB
-	for k, e := range script {
-		lineA[k+1], lineB[k+1] = lineA[k], lineB[k]
-		if e.op != '+' {
-			lineA[k+1]++
-		}
-		if e.op != '-' {
-			lineB[k+1]++
-		}
-	}
-	whole := context == 0
-	for k := 0; k < len(script); {
-		if script[k].op == ' ' && !whole {
-			k++
-			continue
-		}
-		start, end := max(0, k-context), k
-		if whole {
-			start, end = 0, len(script)
-		}
-		for end < len(script) { // take in the next change if fewer than 2*context lines away
-			next := end
-			for next < len(script) && script[next].op == ' ' {
-				next++
-			}
-			if next == len(script) || next-end > 2*context {
-				break
-			}
-			for next < len(script) && script[next].op != ' ' {
-				next++
-			}
-			end = next
-		}
-		end = min(len(script), end+context)
-		fmt.Fprintf(&b, "@@ -%d,%d +%d,%d @@\n", lineA[start], lineA[end]-lineA[start], lineB[start], lineB[end]-lineB[start])
-		for _, e := range script[start:end] {
-			b.WriteString(strings.TrimRight(string(e.op)+e.line, " ") + "\n")
-		}
-		k = end
-	}
-	return b.String()
 }

@@ -108,11 +108,23 @@ func EditScript(a, b []string) []Edit {
 
 // Unified renders the edit script as a unified diff (diff -u) with context lines around each change.
 func Unified(nameA, nameB string, script []Edit, context int) string {
+	return unified(nameA, nameB, script, context, 1, 1)
+}
+
+// UnifiedAt is Unified for stretches of files that start at lines atA and atB, as a lesson quotes the
+// change to one function; a context below 0 makes the whole stretch one hunk, unchanged lines and all.
+func UnifiedAt(nameA, nameB string, script []Edit, context, atA, atB int) string {
+	return unified(nameA, nameB, script, context, atA, atB)
+}
+
+// unified renders a unified diff of texts that start at lines atA and atB; a context below 0 makes the
+// whole script one hunk.
+func unified(nameA, nameB string, script []Edit, context, atA, atB int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "--- %s\n+++ %s\n", nameA, nameB)
 	// lineA[k] and lineB[k] are the 1-based line numbers reached before script[k].
 	lineA, lineB := make([]int, len(script)+1), make([]int, len(script)+1)
-	lineA[0], lineB[0] = 1, 1
+	lineA[0], lineB[0] = atA, atB
 	for k, e := range script {
 		lineA[k+1], lineB[k+1] = lineA[k], lineB[k]
 		if e.Op != '+' {
@@ -122,14 +134,18 @@ func Unified(nameA, nameB string, script []Edit, context int) string {
 			lineB[k+1]++
 		}
 	}
+	whole := context < 0
 	for k := 0; k < len(script); {
-		if script[k].Op == ' ' {
+		if script[k].Op == ' ' && !whole {
 			k++
 			continue
 		}
 		// A hunk: from context lines before this change to context lines after the last change that
 		// is less than 2*context unchanged lines away.
 		start, end := max(0, k-context), k
+		if whole {
+			start, end = 0, len(script)
+		}
 		for end < len(script) {
 			next := end
 			for next < len(script) && script[next].Op == ' ' {
@@ -143,7 +159,7 @@ func Unified(nameA, nameB string, script []Edit, context int) string {
 			}
 			end = next
 		}
-		end = min(len(script), end+context)
+		end = min(len(script), end+max(context, 0))
 		fmt.Fprintf(&b, "@@ -%d,%d +%d,%d @@\n", lineA[start], lineA[end]-lineA[start], lineB[start], lineB[end]-lineB[start])
 		for _, e := range script[start:end] {
 			b.WriteString(strings.TrimRight(string(e.Op)+e.Line, " ") + "\n")

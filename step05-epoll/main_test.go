@@ -66,7 +66,7 @@ func TestEchoScenarios(t *testing.T) {
 		for _, m := range modes {
 			t.Run(sc.name+"-"+m.name, func(t *testing.T) {
 				got := echoTranscript(t, ".", sc.name, sc.until, append([]string{"-echo"}, m.args...)...)
-				tracetest.CompareServerLines(t, filepath.Join("testdata", "echo-"+sc.name+m.suffix+".trace"), got)
+				tracetest.CompareWithout(t, filepath.Join("testdata", "echo-"+sc.name+m.suffix+".trace"), got, leave(sc.name)...)
 			})
 		}
 	}
@@ -483,4 +483,14 @@ signal TERM`)
 	if used := srv.CPUTime() - cpu; used > shutdownGrace/2 {
 		t.Errorf("the server used %v of CPU in a %v grace: it spins", used, shutdownGrace)
 	}
+}
+
+// leave returns what to leave out when comparing scenario name's transcript with its golden one: the
+// << lines (the scenario's expects have checked them), and in the shutdown scenario, where c1 never
+// reads, the turns spent writing to c1, which TCP's timing cuts up as it likes.
+func leave(name string) []*regexp.Regexp {
+	if name == "shutdown" {
+		return []*regexp.Regexp{tracetest.Received, tracetest.SlowReaderWrites}
+	}
+	return []*regexp.Regexp{tracetest.Received}
 }

@@ -55,7 +55,7 @@ func TestEchoScenarios(t *testing.T) {
 	for _, sc := range echoScenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			got := echoTranscript(t, ".", sc.name, sc.until, "-echo")
-			tracetest.CompareServerLines(t, filepath.Join("testdata", "echo-"+sc.name+".trace"), got)
+			tracetest.CompareWithout(t, filepath.Join("testdata", "echo-"+sc.name+".trace"), got, leave(sc.name)...)
 		})
 	}
 }
@@ -407,4 +407,14 @@ func TestCopiesDifferOnlyInListedLines(t *testing.T) {
 			"":  "blank line before owesRead",
 		}},
 	})
+}
+
+// leave returns what to leave out when comparing scenario name's transcript with its golden one: the
+// << lines (the scenario's expects have checked them), and in the shutdown scenario, where c1 never
+// reads, the turns spent writing to c1, which TCP's timing cuts up as it likes.
+func leave(name string) []*regexp.Regexp {
+	if name == "shutdown" {
+		return []*regexp.Regexp{tracetest.Received, tracetest.SlowReaderWrites}
+	}
+	return []*regexp.Regexp{tracetest.Received}
 }

@@ -59,7 +59,7 @@ func echoTranscript(t *testing.T, pkg, name, until string, args ...string) strin
 }
 
 // The echo of step03, on epoll: every scenario of step03, level- and edge-triggered, against golden
-// transcripts (testdata/echo-NAME.trace and echo-NAME-et.trace). The scenarios' expects check what
+// transcripts (testdata/echo-NAME.trace). The scenarios' expects check what
 // each client tracetest.Received.
 func TestEchoScenarios(t *testing.T) {
 	for _, sc := range echoScenarios {
@@ -107,7 +107,7 @@ func roomTranscript(t *testing.T, pkg, name string, args ...string) string {
 }
 
 // The chat room of step04, on epoll: every scenario of step04, level- and edge-triggered, against
-// golden transcripts (testdata/room-NAME.trace, room-NAME-et.trace).
+// golden transcripts (testdata/room-NAME.trace).
 func TestRoomScenarios(t *testing.T) {
 	for _, name := range roomScenarios {
 		for _, m := range modes {
@@ -237,7 +237,7 @@ func maxFD(t *testing.T, pid int) int {
 // to the lowest fd number it does not use). A client that connects then cannot be accepted: it gets a
 // message and is closed, thanks to the spare fd; the loop does not spin (the replayer sees it asleep
 // after each action, which a busy loop never is); c1, connected before, is still served; and once c1
-// leaves, its fd serves the next client. Compared with testdata/emfile.trace and emfile-et.trace.
+// leaves, its fd serves the next client. Compared with testdata/emfile.trace.
 func TestEMFILE_RefusedClearlyNoSpinServiceResumes(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {

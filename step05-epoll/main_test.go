@@ -58,9 +58,8 @@ func echoTranscript(t *testing.T, pkg, name, until string, args ...string) strin
 	return res.Transcript[:i+len(until)]
 }
 
-// The echo of step03, on epoll: every scenario of step03, level- and edge-triggered, against golden
-// transcripts (testdata/echo-NAME.trace). The scenarios' expects check what
-// each client tracetest.Received.
+// The echo of step03, on epoll: every scenario of step03 against golden transcripts
+// (testdata/echo-NAME.trace). The scenarios' expects check what each client received.
 func TestEchoScenarios(t *testing.T) {
 	for _, sc := range echoScenarios {
 		for _, m := range modes {
@@ -106,7 +105,7 @@ func roomTranscript(t *testing.T, pkg, name string, args ...string) string {
 	return tracetest.Replay(t, pkg, filepath.Join("..", "step04-chat", "scenarios", name+".txt"), args...).Transcript
 }
 
-// The chat room of step04, on epoll: every scenario of step04, level- and edge-triggered, against
+// The chat room of step04, on epoll: every scenario of step04, against
 // golden transcripts (testdata/room-NAME.trace).
 func TestRoomScenarios(t *testing.T) {
 	for _, name := range roomScenarios {

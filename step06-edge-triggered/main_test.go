@@ -50,7 +50,7 @@ func echoTranscript(t *testing.T, pkg, name, until string, args ...string) strin
 }
 
 // The echo of step03, edge-triggered: every scenario of step03 against golden transcripts
-// (testdata/echo-NAME.trace). The scenarios' expects check what each client tracetest.Received.
+// (testdata/echo-NAME.trace). The scenarios' expects check what each client received.
 func TestEchoScenarios(t *testing.T) {
 	for _, sc := range echoScenarios {
 		t.Run(sc.name, func(t *testing.T) {

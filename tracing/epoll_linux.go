@@ -94,3 +94,17 @@ func EpollEvents(events uint32) string {
 	}
 	return strings.Join(names, "|")
 }
+
+// EpollWaitUntil is the wait line of a loop that keeps deadlines (step 07): the wait's timeout is the
+// earliest deadline, and the line says whose it is (a client's, or the server's own with fd -1) and
+// why, not how long it is, which would change from run to run.
+func (r *Recorder) EpollWaitUntil(fd int, why string) {
+	if r == nil {
+		return
+	}
+	whose := why
+	if fd >= 0 {
+		whose = r.name(fd) + " " + why
+	}
+	r.line("epoll_wait", "interest="+strconv.Itoa(r.interest)+" until "+whose)
+}

@@ -42,6 +42,10 @@ func main() {
 	notify := flag.Bool("notify", true, "catch escaped signals with signal.Notify; without it, the first one ends the process (exit status 143)")
 	blocked := flag.Int("blocked", 4, "goroutines that sit in a blocking read, each holding a thread of its own, as a server's can")
 	flag.Parse()
+	if *n < 1 || *blocked < 0 {
+		fmt.Fprintf(os.Stderr, "signalfd: want -n (%d) of at least 1 and -blocked (%d) >= 0\n", *n, *blocked)
+		os.Exit(2)
+	}
 
 	// Without Notify, a SIGTERM that reaches a thread which does not block it ends the process (the
 	// runtime's handler does what the default action would); with it, the handler sends it here.

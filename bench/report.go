@@ -305,7 +305,7 @@ func scanCharts(res *results) string {
 func targets(res *results) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	p("## Targets (step05 and step06 against the goroutine baseline)\n\n")
+	p("## Targets (steps 05 to 07 against the goroutine baseline and each other)\n\n")
 	if res.cfg.name != full.name {
 		p("*This is a %s run: too short and too small for these verdicts to mean anything; `go run ./bench` gives the ones to read.*\n\n", res.cfg.name)
 	}
@@ -354,6 +354,17 @@ func targets(res *results) string {
 			}
 			p("| scan flat within 10%% from 0 to %d idle (CPU/msg at every level) | %s: %.0f%% of its 0-idle cost at %d idle (worst level); %.0f%% at %d | %s |\n",
 				top, s, 100*worst, at, 100*paired(cN.cpu, c0.cpu).median(), top, verdict(math.Abs(worst-1) <= 0.10))
+		}
+	}
+	// step07 keeps a deadline for every idle client: resetting the active ones' must cost O(log n), so
+	// its cost grows with the idle crowd no faster than step05's (issue 14), per repetition.
+	const timers, lt = "step07 timers", "step05 epoll LT"
+	if from := min(100, top); res.scan[timers][top] != nil && res.scan[lt][top] != nil && res.scan[timers][from] != nil && res.scan[lt][from] != nil {
+		g7, g5 := paired(res.scan[timers][top].cpu, res.scan[timers][from].cpu), paired(res.scan[lt][top].cpu, res.scan[lt][from].cpu)
+		if len(g7) > 0 && len(g5) > 0 {
+			r := paired(g7, g5).median()
+			p("| scan with deadlines: step07's CPU/msg from %d to %d idle grows at most ×1.2 of step05's growth | %s ×%.2f, %s ×%.2f: ×%.2f | %s |\n",
+				from, top, timers, g7.median(), lt, g5.median(), r, verdict(r <= 1.2))
 		}
 	}
 	// Visibly O(n): select's cost rises with every level it holds, and by a factor, not a few percent.

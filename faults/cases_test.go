@@ -57,6 +57,8 @@ var faultList = []fault{
 	{name: "flags", what: "a stray argument (-trace false -addr 127.0.0.1:0), and -sndbuf -5 (issue 20.6)", bare: true, run: badFlags},
 	{name: "stop-linger", what: "SIGTERM with 200 clients that have sent bytes the server will not read (issue 20.7)", run: stopLinger},
 	{name: "invisible", what: "a line with bidi overrides, zero-width characters and U+2028/2029 (issue 20.8)", chatOnly: true, run: invisible},
+	{name: "slowloris", what: "1,000 members each send a byte every 100 ms and never a newline; step07 runs with -linetimeout 2s (issue 14)", chatOnly: true, args: slowlorisArgs, run: slowloris},
+	{name: "silent", what: "1,000 clients connect and say nothing; step07 runs with -idle 2s (issue 14)", args: silentArgs, run: silent},
 }
 
 // bulk is the i-th of many 1000-byte lines from client from.

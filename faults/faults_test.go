@@ -30,6 +30,7 @@ type target struct {
 	chat       bool   // it serves step04's chat room (else step03's echo)
 	selectLoop bool   // it waits in select: an fd past 1023 cannot be watched
 	budget     bool   // it has -readbudget (step06, edge-triggered): -readbudget N on the test's command line reaches it
+	clock      bool   // it keeps deadlines (step07): -idle and -linetimeout
 }
 
 var targets = []target{
@@ -39,6 +40,8 @@ var targets = []target{
 	{name: "step05-chat", dir: "../step05-epoll", chat: true},
 	{name: "step06-echo", dir: "../step06-edge-triggered", budget: true},
 	{name: "step06-chat", dir: "../step06-edge-triggered", chat: true, budget: true},
+	{name: "step07-echo", dir: "../step07-timers", clock: true},
+	{name: "step07-chat", dir: "../step07-timers", chat: true, clock: true},
 }
 
 // readBudget, if set (>= 0), runs step06 with -readbudget N instead of its default: -readbudget 0 is

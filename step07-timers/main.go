@@ -15,6 +15,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"time"
@@ -279,7 +280,9 @@ func epollWait(ep int, events []unix.EpollEvent, deadline time.Time) (int, error
 	for {
 		timeout := -1 // milliseconds; -1: none
 		if !deadline.IsZero() {
-			timeout = int((max(time.Until(deadline), 0) + time.Millisecond - 1) / time.Millisecond)
+			// Milliseconds, rounded up, as a C int: a deadline weeks away (-idle 1000h) waits as long
+			// as epoll_wait can, and the loop, finding nothing due, waits again.
+			timeout = int(min((max(time.Until(deadline), 0)+time.Millisecond-1)/time.Millisecond, math.MaxInt32))
 		}
 		n, err := unix.EpollWait(ep, events, timeout)
 		if err != unix.EINTR {

@@ -124,8 +124,9 @@ func (p *poller) follow(c *conn) {
 }
 
 // keepTime keeps c's deadlines in step with what its handlers said: a line heard starts the idle
-// clock again, the first bytes of a line start the line clock, and its newline stops it. A stopping
-// server keeps no client's clock: the shutdown grace bounds them all.
+// clock again, the first bytes of a line start the line clock, and its newline stops it. While the
+// server does not read from c (it paused c), the line clock stops: the wait is the server's, not
+// c's. A stopping server keeps no client's clock: the shutdown grace bounds them all.
 func (p *poller) keepTime(c *conn) {
 	switch {
 	case p.stopping:
@@ -135,9 +136,9 @@ func (p *poller) keepTime(c *conn) {
 	}
 	c.spoke = false
 	switch onClock := p.has(&c.line); {
-	case c.midLine && !onClock && !p.stopping:
+	case c.midLine && c.wantRead && !onClock && !p.stopping:
 		p.set(&c.line, p.now.Add(p.lineFor))
-	case onClock && (!c.midLine || p.stopping):
+	case onClock && (!c.midLine || !c.wantRead || p.stopping):
 		p.clear(&c.line)
 	}
 }

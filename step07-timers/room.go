@@ -132,7 +132,10 @@ func (rm *room) read(c *conn, buf []byte) {
 // socket now is sent, and the rest is not waited for: a client that stalls would hold its deadline's
 // reason to stay open.
 func (rm *room) timeout(c *conn, why string) {
-	notice := map[string]string{"idle": "idle too long", "line": "line too slow"}[why]
+	notice := "idle too long"
+	if why == "line" {
+		notice = "line too slow"
+	}
 	rm.say(c, "* "+notice)
 	rm.leave(c, "was put out: "+notice)
 	rm.send(c)

@@ -57,12 +57,12 @@ func TestDeadlinesAreAHeap(t *testing.T) {
 }
 
 // keepTime: a line heard moves the idle deadline on from this turn; the first bytes of a line start
-// the line deadline, more bytes do not move it, and the newline clears it; a stopping server keeps
-// no client's clock.
+// the line deadline, more bytes do not move it, and the newline clears it; while the server does not
+// read the client, its line clock stops; a stopping server keeps no client's clock.
 func TestKeepTimeFollowsWhatTheClientSaid(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	p := &poller{idleFor: 5 * time.Minute, lineFor: 30 * time.Second, now: t0}
-	c := &conn{fd: 5}
+	c := &conn{fd: 5, wantRead: true}
 	c.idle, c.line = deadline{c: c, why: "idle"}, deadline{c: c, why: "line"}
 	p.set(&c.idle, t0.Add(p.idleFor))
 
@@ -87,8 +87,18 @@ func TestKeepTimeFollowsWhatTheClientSaid(t *testing.T) {
 	if p.next() != &c.idle {
 		t.Fatal("the idle deadline is not the heap's earliest")
 	}
+	p.now = t0.Add(4 * time.Minute)
+	c.midLine, c.wantRead = true, false // the start of a line, then the room paused it
+	p.keepTime(c)
+	if p.has(&c.line) {
+		t.Fatal("the line clock runs while the server does not read the client")
+	}
+	c.wantRead = true
+	p.keepTime(c)
+	if !p.has(&c.line) || !c.line.when.Equal(p.now.Add(p.lineFor)) {
+		t.Fatalf("the line clock did not start again when the server read the client again: %v", c.line.when)
+	}
 	p.stopping = true
-	c.midLine = true
 	p.keepTime(c)
 	if p.Len() != 0 {
 		t.Fatalf("a stopping server still keeps %d of the client's deadlines", p.Len())

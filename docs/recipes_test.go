@@ -281,7 +281,9 @@ func client(t *testing.T, command, port string) string {
 	case strings.Contains(command, chat):
 		return strings.Replace(command, chat, tracetest.Binary(t, "../step04-chat/client")+" -addr 127.0.0.1:"+port, 1)
 	case strings.Contains(command, "127.0.0.1 8000"):
-		if !strings.Contains(command, "nc -N ") {
+		// -N: send FIN at the end of input, as Ctrl-D means. Lesson 07 pipes half a line into an nc that
+		// must not send FIN (a FIN would end the line): it says so, and writes "| nc 127.0.0.1".
+		if !strings.Contains(command, "nc -N ") && !strings.Contains(command, "| nc 127.0.0.1 8000") {
 			t.Fatalf("%q: every nc in a lesson takes -N (send FIN at the end of input)", command)
 		}
 		return strings.Replace(command, "127.0.0.1 8000", "127.0.0.1 "+port, 1)
@@ -465,4 +467,34 @@ func TestRecipe05_FDNumbersAreReused(t *testing.T) {
 	start(t, client(t, cmds[3], port))
 	srv.waitLine(t, `^accept +c3\(fd`+fd1+`\)$`) // c1's number, given out again
 	second.waitLine(t, `^\* guest3 joined$`)
+}
+
+// Lesson 07: a client that sends half a line is told and closed when its line deadline passes; a
+// member who says nothing is told of it, and is closed when its idle deadline passes. Typing a line
+// before then would have moved its deadline (the lesson's question; not played here).
+func TestRecipe07_Deadlines(t *testing.T) {
+	needNC(t)
+	cmds := recipe(t, "07-timers.md", "deadlines")
+	if len(cmds) != 3 {
+		t.Fatalf("recipe has %d commands, want 3 (the server, the half line, the silent member): %q", len(cmds), cmds)
+	}
+	srv, port := server(t, cmds[0])
+	half := start(t, client(t, cmds[1], port))
+	srv.waitLine(t, `^read +c1 3 bytes "hel"$`)
+	silent := start(t, client(t, cmds[2], port))
+	srv.waitLine(t, `^accept +c2$`)
+	silent.waitLine(t, `^\* welcome, guest2;`)
+	half.waitLine(t, `^\* line too slow$`)
+	srv.waitLine(t, `^timeout +c1 line$`)
+	if status := half.waitExit(t); status != 0 {
+		t.Fatalf("the half line's nc exited with status %d, want 0 once the server closed (stderr: %q)", status, half.stderr())
+	}
+	silent.waitLine(t, `^\* guest1 was put out: line too slow$`)
+	silent.waitLine(t, `^\* idle too long$`)
+	srv.waitLine(t, `^timeout +c2 idle$`)
+	srv.waitLine(t, `^close +c2 \(`)
+	silent.stdin.Close() // Ctrl-D: nc, still reading its input, notices the closed connection only then
+	if status := silent.waitExit(t); status != 0 {
+		t.Fatalf("the silent member's nc exited with status %d, want 0 once the server closed (stderr: %q)", status, silent.stderr())
+	}
 }

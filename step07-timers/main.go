@@ -185,14 +185,7 @@ func serve(ln, sig, sndbuf int, idle, lineTimeout time.Duration, svc service, tr
 			unix.Close(spare)
 			return nil
 		}
-		var until time.Time // no deadline: wait for as long as it takes
-		if d := p.next(); d == nil {
-			tr.EpollWait()
-		} else {
-			tr.EpollWaitUntil(d.fd(), d.why) // whose deadline, not how long: the trace stays the same from run to run
-			until = d.when
-		}
-		n, err := epollWait(p.ep, events, until)
+		n, err := epollWait(p.ep, events, untilEarliest(p, tr))
 		if err != nil {
 			return fmt.Errorf("epoll_wait: %w", err)
 		}
@@ -248,22 +241,45 @@ func serve(ln, sig, sndbuf int, idle, lineTimeout time.Duration, svc service, tr
 			}
 		}
 
-		// After every wait, with events or without: each deadline that has passed, the earliest first.
-		for d := p.expire(p.now); d != nil; d = p.expire(p.now) {
-			if d.c == nil {
-				tr.Note("timeout", "shutdown grace over: closing the clients still open")
-				graceOver = true
-				continue
-			}
-			tr.Event("timeout", d.c.fd, "%s", d.why)
-			svc.timeout(d.c, d.why)
-			p.follow(d.c)
+		if expireDue(p, svc, tr) { // after every wait, with events or without
+			graceOver = true
 		}
 		svc.endTurn()
 		for _, c := range svc.takeWoken() {
 			p.follow(c)
 		}
 	}
+}
+
+// untilEarliest returns the time of the earliest deadline, which becomes the wait's timeout (zero if
+// there is none: wait for as long as it takes), and writes the wait's trace line. The line names whose
+// deadline it is, not how long it is: the trace stays the same from run to run.
+func untilEarliest(p *poller, tr *tracing.Recorder) time.Time {
+	d := p.next()
+	if d == nil {
+		tr.EpollWait()
+		return time.Time{}
+	}
+	tr.EpollWaitUntil(d.fd(), d.why)
+	return d.when
+}
+
+// expireDue hands every deadline that has passed by p.now to the service, the earliest first, and
+// reports whether the shutdown grace was among them. The loop calls it after every wait, not only
+// after one that timed out: under steady traffic some socket is always ready first, and a loop that
+// looked at the clock only when a wait returned nothing would never see a deadline pass.
+func expireDue(p *poller, svc service, tr *tracing.Recorder) (graceOver bool) {
+	for d := p.expire(p.now); d != nil; d = p.expire(p.now) {
+		if d.c == nil {
+			tr.Note("timeout", "shutdown grace over: closing the clients still open")
+			graceOver = true
+			continue
+		}
+		tr.Event("timeout", d.c.fd, "%s", d.why)
+		svc.timeout(d.c, d.why)
+		p.follow(d.c)
+	}
+	return graceOver
 }
 
 // openRuntimePoller makes the Go runtime open its own epoll fd now. The runtime opens it lazily, the

@@ -24,6 +24,12 @@ func TestMain(m *testing.M) { tracetest.Main(m) }
 func TestTimersScenario(t *testing.T) {
 	res := tracetest.Replay(t, ".", filepath.Join("scenarios", "timers.txt"))
 	tracetest.Compare(t, filepath.Join("testdata", "timers.trace"), res.Transcript)
+	// The lesson quotes bob's half line, from his send to the room hearing that he was put out.
+	from, to := strings.Index(res.Transcript, `>> c2 send "hello, ro"`), strings.Index(res.Transcript, "leave      c2 bob was put out")
+	if from < 0 || to < from {
+		t.Fatal("no send of bob's half line, or no leave after it, in the transcript")
+	}
+	tracetest.Compare(t, filepath.Join("testdata", "timers-line.trace"), res.Transcript[from:to+strings.Index(res.Transcript[to:], "\n")+1])
 }
 
 // clockLines are the lines this step changes: the wait names its deadline ("until c1 idle"), and a

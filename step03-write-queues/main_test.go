@@ -73,17 +73,7 @@ func TestSeedDiffFromStep02IsOnlyTheWriteList(t *testing.T) {
 // and checked against both programs, so that the page cannot show a stale diff: after a change to
 // either main.go, go test -update rewrites it.
 func TestCodeDiffFromStep02(t *testing.T) {
-	old, err := os.ReadFile(filepath.Join("..", "step02-select-echo", "main.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := os.ReadFile("main.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	script := tracetest.EditScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
-	diff := tracetest.Unified("step02-select-echo/main.go", "step03-write-queues/main.go", script, 3)
-	tracetest.Compare(t, filepath.Join("testdata", "step02-to-step03.diff"), diff)
+	tracetest.CodeDiff(t, "step02-select-echo", "step03-write-queues", "step02-to-step03.diff")
 }
 
 // Half-close with output pending: after c1's FIN the server stops reading c1 but finishes the echo,

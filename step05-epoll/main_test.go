@@ -142,17 +142,7 @@ func TestRoomDiffFromStep04IsOnlyTheLoop(t *testing.T) {
 // checked against both programs, so that the page cannot show a stale diff: after a change to either
 // main.go, go test -update rewrites it.
 func TestCodeDiffFromStep04(t *testing.T) {
-	old, err := os.ReadFile(filepath.Join("..", "step04-chat", "main.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := os.ReadFile("main.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	script := tracetest.EditScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
-	diff := tracetest.Unified("step04-chat/main.go", "step05-epoll/main.go", script, 3)
-	tracetest.Compare(t, filepath.Join("testdata", "step04-to-step05.diff"), diff)
+	tracetest.CodeDiff(t, "step04-chat", "step05-epoll", "step04-to-step05.diff")
 }
 
 // SIGTERM: the server stops accepting and reading, tells the room, sends what is queued, closes every

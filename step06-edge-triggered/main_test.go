@@ -130,17 +130,7 @@ const maxChangedLines = 150
 // so that the page cannot show a stale diff: after a change to either main.go, go test -update
 // rewrites it.
 func TestCodeDiffFromStep05(t *testing.T) {
-	old, err := os.ReadFile(filepath.Join("..", "step05-epoll", "main.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := os.ReadFile("main.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	script := tracetest.EditScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
-	diff := tracetest.Unified("step05-epoll/main.go", "step06-edge-triggered/main.go", script, 3)
-	tracetest.Compare(t, filepath.Join("testdata", "step05-to-step06.diff"), diff)
+	script := tracetest.CodeDiff(t, "step05-epoll", "step06-edge-triggered", "step05-to-step06.diff")
 	removed, added := 0, 0
 	for _, e := range script {
 		switch e.Op {

@@ -91,17 +91,7 @@ func mapLines(s string, f func(string) string) []string {
 // The lesson's code diff, kept in testdata/step05-to-step07.diff (quoted in docs/07-timers.md) and
 // checked against both programs: after a change to either main.go, go test -update rewrites it.
 func TestCodeDiffFromStep05(t *testing.T) {
-	old, err := os.ReadFile(filepath.Join("..", "step05-epoll", "main.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := os.ReadFile("main.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	script := tracetest.EditScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
-	diff := tracetest.Unified("step05-epoll/main.go", "step07-timers/main.go", script, 3)
-	tracetest.Compare(t, filepath.Join("testdata", "step05-to-step07.diff"), diff)
+	tracetest.CodeDiff(t, "step05-epoll", "step07-timers", "step05-to-step07.diff")
 }
 
 // The clients a line deadline and an idle deadline are for, many at once: slowlorises (each sends the

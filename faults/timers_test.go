@@ -63,9 +63,7 @@ func attack(r *row, trickle bool) {
 	crowd := make([]*attacker, attackers)
 	probes := newProbes(r)
 	for i := range crowd {
-		if i%100 == 0 {
-			probes.ask() // g1 and g2 are not idle while the crowd comes
-		}
+		probes.keepAlive()
 		fd, err := dialRaw(r.srv.Addr)
 		if err != nil {
 			r.t.Fatalf("attacker %d: %v", i+1, err)
@@ -169,8 +167,17 @@ func (r *row) sockets() int { return fdKinds(r.t, r.srv.Pid())["socket"] }
 type probes struct {
 	r        *row
 	asked    int
+	last     time.Time // when they last asked
 	worst    time.Duration
 	joinedAt map[string]time.Time // when g1 heard that each member joined
+}
+
+// keepAlive has g1 and g2 ask if they have not for a quarter of the attack's deadline: they are
+// members who talk, and an idle deadline of 2 s must not close them while the crowd comes.
+func (p *probes) keepAlive() {
+	if time.Since(p.last) >= attackWindow/4 {
+		p.ask()
+	}
 }
 
 func newProbes(r *row) *probes { return &probes{r: r, joinedAt: map[string]time.Time{}} }
@@ -187,11 +194,8 @@ func (p *probes) heard(g, line string) {
 func (p *probes) joins(n int) {
 	p.r.t.Helper()
 	c := p.r.s.Client("g1")
-	for read := 1; len(p.joinedAt) < n; read++ {
-		if read%100 == 0 {
-			p.ask()
-			continue
-		}
+	for len(p.joinedAt) < n {
+		p.keepAlive()
 		l, err := c.ReadLine(crowdWait)
 		if err != nil {
 			p.r.t.Fatalf("g1 heard %d members join of %d: %v", len(p.joinedAt), n, err)
@@ -204,6 +208,7 @@ func (p *probes) joins(n int) {
 // private line to itself.
 func (p *probes) ask() {
 	p.r.t.Helper()
+	p.last = time.Now()
 	for _, g := range []string{"g1", "g2"} {
 		p.asked++
 		c, m := p.r.s.Client(g), p.r.byName[g]

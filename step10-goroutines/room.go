@@ -1,0 +1,448 @@
+//go:build linux
+
+package main
+
+// The chat room of step04, as goroutines: each member has a reader, which reads its lines and carries
+// them out, and a writer, which sends what the room has queued for it. Readers and writers run at once,
+// on several threads, and they all change the room: who is here, what each member is due. One mutex
+// guards all of it (and the trace, which is part of it): a goroutine holds it while it handles what it
+// read or what it wrote, never while it waits for a socket. So the room's handlers run one at a time,
+// as the loop ran them, and each one is step04's, only with net's errors.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"muxlab/tracing"
+)
+
+// room is who is here and what each is due, and the limits that keep one member from costing the
+// others. Everything in it, and in its members, is guarded by mu.
+type room struct {
+	mu       sync.Mutex
+	members  []*member // in the room or on the way out, in order of arrival
+	guests   int       // default names handed out so far: guest1, guest2, ...
+	maxLine  int
+	maxQueue int
+	tr       *tracing.Recorder
+	stopping bool      // a signal came: nothing more is heard, what is queued is sent, then all close
+	behind   []*member // members whose due bytes reached -maxqueue: see putOutSlow
+	said     int       // bytes queued since the room last gave its memory back (see end)
+}
+
+// member is one member: its socket, its name, and the bytes on their way to it.
+type member struct {
+	conn    net.Conn
+	fd      int // what the trace names it by
+	name    string
+	in      framer     // the line being received, until its newline arrives (only its reader uses it)
+	out     []byte     // queued for it and not yet taken by its writer
+	due     int        // bytes it still has to receive: out, and what its writer is writing
+	paused  bool       // its reader waits: its own replies reached -maxqueue (see hear)
+	left    bool       // out of the room: nothing more is heard; it closes once it has its due bytes
+	lingers bool       // the server is stopping and has sent it all and a FIN (see send)
+	closed  bool       // its socket is closed: both goroutines end, saying nothing more
+	changed *sync.Cond // on the room's mu: wakes its writer (bytes, or closed) and its paused reader
+}
+
+// serve greets a new member and starts its reader and writer.
+func (rm *room) serve(conn net.Conn, fd int, clients *sync.WaitGroup) {
+	rm.mu.Lock()
+	defer rm.unlock()
+	m := &member{conn: conn, fd: fd, changed: sync.NewCond(&rm.mu), in: framer{max: rm.maxLine}}
+	rm.tr.Accept(fd)
+	if rm.stopping { // it came in as the listener closed
+		rm.end(m, "shutdown")
+		return
+	}
+	for m.name == "" || rm.find(m.name) != nil { // someone may have taken guestN with /nick
+		rm.guests++
+		m.name = fmt.Sprintf("guest%d", rm.guests)
+	}
+	rm.members = append(rm.members, m)
+	rm.tr.Event("join", fd, "as %s", m.name)
+	rm.say(m, "* welcome, "+m.name+"; "+help)
+	rm.broadcast(m, "* "+m.name+" joined")
+	rm.putOutSlow(nil)
+	clients.Go(func() { rm.receive(m) })
+	clients.Go(func() { rm.send(m) })
+}
+
+// unlock lets go of the room. What was queued goes into the trace first: a line another goroutine
+// writes next must come after it, as it happened after it.
+func (rm *room) unlock() {
+	rm.tr.Flush()
+	rm.mu.Unlock()
+}
+
+// receive is m's reader: it reads what m sends, in the member's own 4 KiB, and hears it.
+func (rm *room) receive(m *member) {
+	buf := make([]byte, 4<<10)
+	for {
+		n, err := m.conn.Read(buf) // parks this goroutine until m's socket is readable
+		rm.mu.Lock()
+		more := rm.read(m, buf[:n], err)
+		rm.unlock()
+		if !more {
+			return
+		}
+	}
+}
+
+// read handles one read's result: the bytes, then the error. It reports whether to read on.
+func (rm *room) read(m *member, p []byte, err error) bool {
+	tr := rm.tr
+	switch {
+	case m.closed:
+		return false // put out, or the grace ended: its socket was closed under the read
+	case rm.stopping:
+		// Nobody is heard any more: what m still sends is thrown away until it closes (see send).
+		if len(p) > 0 {
+			tr.Read(m.fd, p)
+		}
+		if err != nil {
+			rm.readError(m, err)
+			rm.end(m, "shutdown")
+		}
+		return err == nil
+	case len(p) > 0:
+		tr.Read(m.fd, p)
+		// B14: a read is not a message. The framer joins a line split over reads and splits several lines.
+		rm.hear(m, m.in.feed(p))
+		return !m.left && !m.closed
+	case errors.Is(err, io.EOF):
+		// B1, B11: EOF. A last line sent without a newline still counts.
+		tr.ReadEOF(m.fd)
+		if line, ok := m.in.rest(); ok {
+			rm.handle(m, line)
+		}
+		rm.leave(m, "left")
+		rm.putOutSlow(nil)
+		if m.due == 0 {
+			rm.end(m, "EOF")
+			return false
+		}
+		// FIN ends what the client sends, not what it reads (it may have half-closed): finish sending.
+		tr.Event("finish", m.fd, "%d bytes still to send, then close", m.due)
+		return false
+	default:
+		reason := rm.readError(m, err)
+		rm.leave(m, "left (connection reset)")
+		rm.drop(m)
+		rm.end(m, reason)
+		rm.putOutSlow(nil)
+		return false
+	}
+}
+
+// readError traces a failed read (or EOF) and returns the reason to close with.
+func (rm *room) readError(m *member, err error) string {
+	if errors.Is(err, io.EOF) {
+		rm.tr.ReadEOF(m.fd)
+		return "EOF"
+	}
+	rm.tr.Error(m.fd, "read", err)
+	if errors.Is(err, unix.ECONNRESET) {
+		return "reset"
+	}
+	return "error"
+}
+
+// hear handles m's lines in order. A member whose own due bytes reach the limit (a flood of /who,
+// whose replies are bigger than the commands) is heard no more for now: its reader waits, reading
+// nothing, until its writer has sent its bytes below a quarter of the limit. The wait lets go of the
+// room (the writer needs it); its replies cannot outgrow the limit by more than one line's.
+func (rm *room) hear(m *member, frames []frame) {
+	for _, f := range frames {
+		if m.due >= rm.maxQueue && !m.left {
+			m.paused = true
+			rm.tr.Event("pause", m.fd, "reading: %d pending >= limit %d", m.due, rm.maxQueue)
+			rm.tr.Flush()
+			for m.paused && !m.closed && !rm.stopping {
+				m.changed.Wait()
+			}
+		}
+		if m.left || m.closed || rm.stopping {
+			return // after /quit, or once put out or stopping, nothing more is heard
+		}
+		if f.tooLong {
+			rm.tr.Event("too-long", m.fd, "line over %d bytes: refused, skipped to its newline", rm.maxLine)
+			rm.say(m, fmt.Sprintf("* line too long (over %d bytes): not sent; the lines around it were", rm.maxLine))
+		} else {
+			rm.handle(m, f.line)
+		}
+		rm.putOutSlow(m) // before the next line: nobody else's queue outgrows the limit by more than a line
+	}
+}
+
+// handle carries out one line from m: a command, or something to say to the room.
+func (rm *room) handle(m *member, line string) {
+	line = clean(line) // no control characters or broken UTF-8 reach anyone's terminal
+	if strings.TrimSpace(line) == "" {
+		return
+	}
+	cmd, problem := parseCommand(line)
+	switch {
+	case problem != "":
+		rm.say(m, "* "+problem)
+	case cmd.verb == "say":
+		rm.broadcast(m, m.name+": "+cmd.text)
+	case cmd.verb == "nick":
+		if other := rm.find(cmd.name); other != nil && other != m {
+			rm.say(m, "* the name "+cmd.name+" is taken")
+			return
+		}
+		if cmd.name == m.name {
+			rm.say(m, "* you are "+m.name+" already")
+			return
+		}
+		old := m.name
+		m.name = cmd.name
+		rm.tr.Event("nick", m.fd, "%s is now %s", old, m.name)
+		rm.say(m, "* you are now "+m.name)
+		rm.broadcast(m, "* "+old+" is now "+m.name)
+	case cmd.verb == "who":
+		var names []string
+		for _, o := range rm.members {
+			if !o.left {
+				names = append(names, o.name)
+			}
+		}
+		rm.say(m, "* in the room: "+strings.Join(names, ", "))
+	case cmd.verb == "msg":
+		to := rm.find(cmd.name)
+		if to == nil {
+			rm.say(m, "* nobody here is called "+cmd.name)
+			return
+		}
+		rm.say(to, m.name+" (private): "+cmd.text)
+		if to != m {
+			rm.say(m, "* to "+to.name+" (private): "+cmd.text) // what was sent, and to whom
+		}
+	case cmd.verb == "help":
+		rm.say(m, fmt.Sprintf("* %s; lines up to %d bytes", help, rm.maxLine))
+	case cmd.verb == "quit":
+		rm.say(m, "* bye")
+		rm.leave(m, "left")
+	}
+}
+
+// find returns the member called name (names are unique regardless of case), or nil.
+func (rm *room) find(name string) *member {
+	for _, o := range rm.members {
+		if !o.left && strings.EqualFold(o.name, name) {
+			return o
+		}
+	}
+	return nil
+}
+
+// leave takes m out of the room, once, and tells the others with m's own name (B10, B11).
+func (rm *room) leave(m *member, how string) {
+	if m.left {
+		return
+	}
+	m.left = true
+	rm.tr.Event("leave", m.fd, "%s %s", m.name, how)
+	rm.broadcast(m, "* "+m.name+" "+how)
+}
+
+// broadcast queues line for every member of the room but from. It writes nothing, so nobody waits
+// for a slow member (B13), and removes nobody from the list it walks, so nobody is skipped (B12).
+func (rm *room) broadcast(from *member, line string) {
+	for _, o := range rm.members {
+		if o != from && !o.left {
+			rm.say(o, line)
+		}
+	}
+}
+
+// say queues one line for m and wakes m's writer. It never writes.
+func (rm *room) say(m *member, line string) {
+	m.out = append(append(m.out, line...), '\n')
+	n := len(line) + 1
+	rm.said += n
+	m.due += n
+	rm.tr.Queue(m.fd, n, m.due)
+	if m.due >= rm.maxQueue {
+		rm.behind = append(rm.behind, m)
+	}
+	m.changed.Broadcast()
+}
+
+// send is m's writer: it waits until m is due something, takes all of it and writes it, until m is
+// closed. Write returns when the kernel has taken every byte: while m's socket is full, the runtime
+// parks this goroutine on it (step05's EPOLLOUT), and the room goes on without it.
+func (rm *room) send(m *member) {
+	rm.mu.Lock()
+	defer rm.unlock()
+	var batch []byte // what is being written; its buffer and out's take turns
+	for {
+		for len(m.out) == 0 && !m.closed {
+			m.changed.Wait()
+		}
+		if m.closed {
+			return
+		}
+		batch, m.out = m.out, batch[:0]
+		rm.unlock()
+		n, err := m.conn.Write(batch)
+		rm.mu.Lock()
+		if m.closed {
+			return // put out, or the grace ended, while it wrote: the error, if any, is its closed socket
+		}
+		if err != nil {
+			// ECONNRESET or EPIPE: the client reset the connection, nobody will read the rest (B9).
+			// B11: a failed write takes the member out of the room like an EOF does.
+			rm.tr.Error(m.fd, "write", err)
+			reason := "error"
+			if errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
+				reason = "reset"
+			}
+			rm.leave(m, "left (connection reset)")
+			rm.drop(m)
+			rm.end(m, reason)
+			rm.putOutSlow(nil)
+			return
+		}
+		rm.tr.Write(m.fd, n, m.due)
+		m.due -= n
+		rm.tr.Unqueue(m.fd, n, m.due)
+		if cap(batch) > 4<<10 {
+			batch = nil // after a burst, an idle member holds no big buffer
+		}
+		if m.paused && m.due < rm.maxQueue/4 {
+			m.paused = false
+			rm.tr.Event("resume", m.fd, "reading: %d pending < %d (a quarter of the limit)", m.due, rm.maxQueue/4)
+			m.changed.Broadcast()
+		}
+		switch {
+		case m.due > 0:
+		case m.left:
+			rm.end(m, "left")
+			return
+		case rm.stopping && !m.lingers:
+			// Everything is sent: close gently (step05's signals.go). FIN now; the reader throws away
+			// what the client still sends, and closes when it closes.
+			m.conn.(*net.TCPConn).CloseWrite()
+			m.lingers = true
+			rm.tr.Event("linger", m.fd, "all sent, FIN sent: reading until the client closes")
+		}
+	}
+}
+
+// drop throws away what m still had to receive: m is going away.
+func (rm *room) drop(m *member) {
+	if m.due > 0 {
+		rm.tr.Event("drop", m.fd, "%d pending bytes", m.due)
+	}
+	m.out, m.due = nil, 0
+}
+
+// end closes m's socket, for the reason the trace gives, and forgets m. Its reader and writer, parked
+// on the socket or waiting for the room, wake up to find it closed and end (B2: its fd is given back).
+func (rm *room) end(m *member, reason string) {
+	if m.closed {
+		return
+	}
+	m.closed, m.left = true, true
+	rm.tr.Close(m.fd, reason) // before Close: the kernel may give the fd number to the next client
+	m.conn.Close()
+	m.changed.Broadcast()
+	before := len(rm.members)
+	rm.members = slices.DeleteFunc(rm.members, func(o *member) bool { return o == m })
+	if before > 0 && len(rm.members) == 0 && rm.said >= rm.maxQueue {
+		// The room has just emptied after a lot was said: give the memory back (see step05's room.go).
+		debug.FreeOSMemory()
+		rm.said = 0
+	}
+}
+
+// stop tells the room that the server is stopping: nobody is heard any more, the room is told, and
+// each member is closed once it has everything (see send). closeListener runs under the room's lock,
+// so its trace line comes before the room's.
+func (rm *room) stop(sig syscall.Signal, closeListener func()) {
+	rm.mu.Lock()
+	defer rm.unlock()
+	rm.tr.Note("signal", "%s: stop accepting, send what is queued (at most %v), then exit", unix.SignalName(sig), shutdownGrace)
+	closeListener()
+	rm.stopping = true
+	rm.broadcast(nil, "* the server is stopping")
+	for _, m := range rm.members {
+		m.changed.Broadcast() // a paused reader stops waiting
+	}
+}
+
+// closeAll closes every member still here: the grace is over.
+func (rm *room) closeAll() {
+	rm.mu.Lock()
+	defer rm.unlock()
+	for len(rm.members) > 0 {
+		m := rm.members[0]
+		rm.drop(m)
+		rm.end(m, "shutdown")
+	}
+}
+
+// putOutSlow puts out every member noted by say whose due bytes are at the limit or more and whose
+// socket is full now (its writer is parked in Write, or would be), but for heard: the member whose
+// line is being handled pauses instead (see hear). Waiting for a slow member would freeze the room,
+// as the seed's sendall did (B13); keeping its bytes forever would let it use up the server's memory.
+func (rm *room) putOutSlow(heard *member) {
+	for len(rm.behind) > 0 {
+		m := rm.behind[0]
+		rm.behind = rm.behind[1:]
+		if m == heard || m.closed || m.due < rm.maxQueue || hasSpace(m.conn) {
+			continue
+		}
+		rm.tr.Event("too-slow", m.fd, "socket full and %d bytes pending >= limit %d", m.due, rm.maxQueue)
+		rm.leave(m, "was put out: too slow to read") // may note more members: the loop goes on
+		rm.drop(m)
+		rm.end(m, "too slow")
+	}
+	rm.behind = nil
+}
+
+// refuse tells a client the room cannot take it (the server is out of fds) and closes it.
+func (rm *room) refuse(c net.Conn, fd int) {
+	rm.mu.Lock()
+	defer rm.unlock()
+	rm.tr.Accept(fd)
+	c.Write([]byte("* the room is full: the server is out of file descriptors, try again later\n"))
+	rm.tr.Close(fd, "refused: out of fds")
+	c.Close()
+}
+
+// acceptError traces a failed accept.
+func (rm *room) acceptError(fd int, err error) {
+	rm.mu.Lock()
+	defer rm.unlock()
+	rm.tr.Error(fd, "accept", err)
+}
+
+// hasSpace asks the kernel, without waiting, whether c's socket would be reported writable (step05's
+// question, asked with poll(2) on the fd under c). A writer parked in Write means no; so does a queue of
+// short lines that filled the socket before the writer came back for more.
+func hasSpace(c net.Conn) bool {
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return true
+	}
+	space := true
+	raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if _, err := unix.Poll(fds, 0); err == nil {
+			space = fds[0].Revents&(unix.POLLOUT|unix.POLLERR|unix.POLLHUP) != 0
+		}
+	})
+	return space
+}

@@ -47,6 +47,7 @@ type member struct {
 	in      framer     // the line being received, until its newline arrives (only its reader uses it)
 	out     []byte     // queued for it and not yet taken by its writer
 	due     int        // bytes it still has to receive: out, and what its writer is writing
+	writing bool       // its writer has taken bytes from out and is writing them
 	paused  bool       // its reader waits: its own replies reached -maxqueue (see hear)
 	left    bool       // out of the room: nothing more is heard; it closes once it has its due bytes
 	lingers bool       // the server is stopping and has sent it all and a FIN (see send)
@@ -82,6 +83,13 @@ func (rm *room) serve(conn net.Conn, fd int, clients *sync.WaitGroup) {
 func (rm *room) unlock() {
 	rm.tr.Flush()
 	rm.mu.Unlock()
+}
+
+// wait lets go of the room until something about m changes (see member.changed), writing the trace
+// lines it holds first, as unlock does.
+func (rm *room) wait(m *member) {
+	rm.tr.Flush()
+	m.changed.Wait()
 }
 
 // receive is m's reader: it reads what m sends, in the member's own 4 KiB, and hears it.
@@ -166,9 +174,8 @@ func (rm *room) hear(m *member, frames []frame) {
 		if m.due >= rm.maxQueue && !m.left {
 			m.paused = true
 			rm.tr.Event("pause", m.fd, "reading: %d pending >= limit %d", m.due, rm.maxQueue)
-			rm.tr.Flush()
 			for m.paused && !m.closed && !rm.stopping {
-				m.changed.Wait()
+				rm.wait(m)
 			}
 		}
 		if m.left || m.closed || rm.stopping {
@@ -288,15 +295,18 @@ func (rm *room) send(m *member) {
 	var batch []byte // what is being written; its buffer and out's take turns
 	for {
 		for len(m.out) == 0 && !m.closed {
-			m.changed.Wait()
+			rm.wait(m)
 		}
 		if m.closed {
 			return
 		}
 		batch, m.out = m.out, batch[:0]
+		m.writing = true
+		m.changed.Broadcast() // a reader waiting in putOutSlow may look at m's socket now
 		rm.unlock()
 		n, err := m.conn.Write(batch)
 		rm.mu.Lock()
+		m.writing = false
 		if m.closed {
 			return // put out, or the grace ended, while it wrote: the error, if any, is its closed socket
 		}
@@ -394,13 +404,21 @@ func (rm *room) closeAll() {
 }
 
 // putOutSlow puts out every member noted by say whose due bytes are at the limit or more and whose
-// socket is full now (its writer is parked in Write, or would be), but for heard: the member whose
-// line is being handled pauses instead (see hear). Waiting for a slow member would freeze the room,
-// as the seed's sendall did (B13); keeping its bytes forever would let it use up the server's memory.
+// socket is full now (its writer is parked in Write), but for heard: the member whose line is being
+// handled pauses instead (see hear). Waiting for a slow member would freeze the room, as the seed's
+// sendall did (B13); keeping its bytes forever would let it use up the server's memory.
+//
+// A member past the limit whose writer has not yet taken its bytes is not slow: its writer has not
+// had the room's mutex, which this goroutine, reading line after line, kept taking first. Asking its
+// socket would find it empty. So the caller waits, letting go of the room, until the writer has taken
+// them: a sender cannot outrun the writers by more than a line, and then the socket's answer counts.
 func (rm *room) putOutSlow(heard *member) {
 	for len(rm.behind) > 0 {
 		m := rm.behind[0]
 		rm.behind = rm.behind[1:]
+		for m != heard && m.due >= rm.maxQueue && !m.writing && !m.closed && !rm.stopping {
+			rm.wait(m)
+		}
 		if m == heard || m.closed || m.due < rm.maxQueue || hasSpace(m.conn) {
 			continue
 		}
@@ -409,7 +427,6 @@ func (rm *room) putOutSlow(heard *member) {
 		rm.drop(m)
 		rm.end(m, "too slow")
 	}
-	rm.behind = nil
 }
 
 // refuse tells a client the room cannot take it (the server is out of fds) and closes it.

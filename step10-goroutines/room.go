@@ -27,6 +27,11 @@ import (
 
 // room is who is here and what each is due, and the limits that keep one member from costing the
 // others. Everything in it, and in its members, is guarded by mu.
+//
+// As in step04, a line said to the room is stored once, in the room's log, however many members it
+// goes to, and each member has a cursor into the log; a line for one member alone is an aside of that
+// member's (see step04's room.go). A writer writes a piece of the log outside the mutex: the log's
+// bytes never change once said, and freeing the log makes a new one, so the piece stays as it was.
 type room struct {
 	mu       sync.Mutex
 	members  []*member // in the room or on the way out, in order of arrival
@@ -34,32 +39,53 @@ type room struct {
 	maxLine  int
 	maxQueue int
 	tr       *tracing.Recorder
-	stopping bool      // a signal came: nothing more is heard, what is queued is sent, then all close
-	behind   []*member // members whose due bytes reached -maxqueue: see putOutSlow
-	said     int       // bytes queued since the room last gave its memory back (see end)
+	stopping bool // a signal came: nothing more is heard, what is queued is sent, then all close
+
+	log    []byte    // what was said to the room and some member has still to receive
+	base   int       // the log position of log[0]: how much of the log was freed before it
+	freeAt int       // the log's length at which to look for bytes everyone has (see freeLog)
+	behind []*member // members whose due bytes reached -maxqueue: see putOutSlow
+	said   int       // bytes queued since the room last gave its memory back (see end)
 }
 
-// member is one member: its socket, its name, and the bytes on their way to it.
+// member is one member: its socket, its name, and where it is in what the room said.
 type member struct {
 	conn    net.Conn
 	fd      int // what the trace names it by
 	name    string
-	in      framer     // the line being received, until its newline arrives (only its reader uses it)
-	out     []byte     // queued for it and not yet taken by its writer
-	due     int        // bytes it still has to receive: out, and what its writer is writing
-	writing bool       // its writer has taken bytes from out and is writing them
-	paused  bool       // its reader waits: its own replies reached -maxqueue (see hear)
-	left    bool       // out of the room: nothing more is heard; it closes once it has its due bytes
-	lingers bool       // the server is stopping and has sent it all and a FIN (see send)
-	closed  bool       // its socket is closed: both goroutines end, saying nothing more
-	changed *sync.Cond // on the room's mu: wakes its writer (bytes, or closed) and its paused reader
+	in      framer  // the line being received, until its newline arrives (only its reader uses it)
+	cursor  int     // the log position of the next byte of the room's log it is to receive
+	asides  []aside // lines for it alone, and stretches of the log it skips, in log order
+	sent    int     // how much of its first aside's text is written already
+	due     int     // bytes it still has to receive: the log from its cursor, less skips, plus asides
+	writing bool    // its writer is writing a piece of what it is due, outside the mutex
+	paused  bool    // its reader waits: its own replies reached -maxqueue (see hear)
+	left    bool    // out of the room: nothing more is heard; it closes once it has its due bytes
+	lingers bool    // the server is stopping and has sent it all and a FIN (see send)
+	closed  bool    // its socket is closed: both goroutines end, saying nothing more
+	// changed wakes its writer (bytes are due, or it is closed) and its paused reader. It is a
+	// condition of the room's mutex: whoever waits on it lets go of the room meanwhile.
+	changed *sync.Cond
 }
+
+// An aside is a member's exception to the room's log, at log position at: a line for it alone, sent
+// before the log's bytes from at on, or a stretch of skip bytes of the log it does not receive (what
+// it said itself, or what was said after it left).
+type aside struct {
+	at   int
+	text []byte
+	skip int
+}
+
+// head is the log position just past the last byte said to the room.
+func (rm *room) head() int { return rm.base + len(rm.log) }
 
 // serve greets a new member and starts its reader and writer.
 func (rm *room) serve(conn net.Conn, fd int, clients *sync.WaitGroup) {
 	rm.mu.Lock()
 	defer rm.unlock()
-	m := &member{conn: conn, fd: fd, changed: sync.NewCond(&rm.mu), in: framer{max: rm.maxLine}}
+	// A newcomer hears what is said from now on, not before.
+	m := &member{conn: conn, fd: fd, changed: sync.NewCond(&rm.mu), in: framer{max: rm.maxLine}, cursor: rm.head()}
 	rm.tr.Accept(fd)
 	if rm.stopping { // it came in as the listener closed
 		rm.end(m, "shutdown")
@@ -263,20 +289,38 @@ func (rm *room) leave(m *member, how string) {
 	rm.broadcast(m, "* "+m.name+" "+how)
 }
 
-// broadcast queues line for every member of the room but from. It writes nothing, so nobody waits
-// for a slow member (B13), and removes nobody from the list it walks, so nobody is skipped (B12).
+// broadcast says line to every member of the room but from: the line goes into the room's log once,
+// and every member's due bytes grow by its length. It writes nothing, so nobody waits for a slow
+// member (B13), and it removes nobody from the list it walks, so nobody is skipped (B12).
 func (rm *room) broadcast(from *member, line string) {
+	at := rm.head()
+	rm.log = append(append(rm.log, line...), '\n')
+	n := len(line) + 1
 	for _, o := range rm.members {
-		if o != from && !o.left {
-			rm.say(o, line)
+		if o == from || o.left {
+			o.skip(at, n)
+		} else {
+			rm.queued(o, n)
 		}
+	}
+	if len(rm.log) >= rm.freeAt {
+		rm.freeLog()
 	}
 }
 
-// say queues one line for m and wakes m's writer. It never writes.
+// say queues one line for m alone, as an aside at the log's head. It never writes.
 func (rm *room) say(m *member, line string) {
-	m.out = append(append(m.out, line...), '\n')
-	n := len(line) + 1
+	if last := len(m.asides) - 1; last >= 0 && m.asides[last].text != nil && m.asides[last].at == rm.head() {
+		m.asides[last].text = append(append(m.asides[last].text, line...), '\n') // one piece: one write
+	} else {
+		m.asides = append(m.asides, aside{at: rm.head(), text: append([]byte(line), '\n')})
+	}
+	rm.queued(m, len(line)+1)
+}
+
+// queued counts n more bytes due to m, wakes m's writer, and notes m for putOutSlow when its due
+// bytes reach the limit.
+func (rm *room) queued(m *member, n int) {
 	rm.said += n
 	m.due += n
 	rm.tr.Queue(m.fd, n, m.due)
@@ -286,25 +330,102 @@ func (rm *room) say(m *member, line string) {
 	m.changed.Broadcast()
 }
 
-// send is m's writer: it waits until m is due something, takes all of it and writes it, until m is
+// skip makes m skip n bytes of the log from at: the line is not for it.
+func (m *member) skip(at, n int) {
+	if m.due == 0 {
+		m.cursor = at + n // nothing before it to send: just move on
+		return
+	}
+	last := len(m.asides) - 1
+	if last >= 0 && m.asides[last].text != nil && m.asides[last].at == at {
+		// Its own lines may as well come after the bytes it skips: then the next one joins them.
+		text := m.asides[last]
+		m.asides = m.asides[:last]
+		m.skip(at, n)
+		text.at = at + n
+		m.asides = append(m.asides, text)
+		return
+	}
+	if last >= 0 && m.asides[last].text == nil && m.asides[last].at+m.asides[last].skip == at {
+		m.asides[last].skip += n // one stretch of skips, however many lines
+		return
+	}
+	m.asides = append(m.asides, aside{at: at, skip: n})
+}
+
+// passSkips moves m's cursor past the stretches of the log it skips that start at it.
+func (m *member) passSkips() {
+	for len(m.asides) > 0 && m.asides[0].at == m.cursor && m.asides[0].text == nil {
+		m.cursor += m.asides[0].skip
+		m.asides = m.asides[1:]
+	}
+}
+
+// next returns the bytes m is to receive next, in one piece: an aside's line, or the log up to the
+// next aside.
+func (rm *room) next(m *member) []byte {
+	m.passSkips()
+	if len(m.asides) > 0 && m.asides[0].at == m.cursor {
+		return m.asides[0].text[m.sent:]
+	}
+	end := rm.head()
+	if len(m.asides) > 0 {
+		end = m.asides[0].at
+	}
+	return rm.log[m.cursor-rm.base : end-rm.base]
+}
+
+// wrote moves m on by the n bytes its writer has written from the piece next gave it. Meanwhile its
+// asides may have moved (see skip): the skips now in front of the piece were passed before it.
+func (rm *room) wrote(m *member, n int) {
+	m.due -= n
+	m.passSkips()
+	if len(m.asides) > 0 && m.asides[0].at == m.cursor {
+		if m.sent += n; m.sent == len(m.asides[0].text) {
+			m.asides, m.sent = m.asides[1:], 0
+		}
+	} else {
+		m.cursor += n
+	}
+	if m.due == 0 {
+		m.cursor, m.asides = rm.head(), nil // skips still ahead are passed at once
+	}
+}
+
+// freeLog frees the part of the log every member has received. It walks every member, so it runs
+// when the log has doubled since it last ran, not on every line: its cost stays one step per line.
+func (rm *room) freeLog() {
+	oldest := rm.head()
+	for _, o := range rm.members {
+		oldest = min(oldest, o.cursor)
+	}
+	switch freed := oldest - rm.base; {
+	case freed == len(rm.log):
+		rm.log, rm.base = nil, oldest // everyone has everything: the room holds nothing
+	case freed > len(rm.log)/2:
+		rm.log, rm.base = append([]byte(nil), rm.log[freed:]...), oldest // a smaller copy frees the rest
+	}
+	rm.freeAt = max(2*len(rm.log), 4<<10)
+}
+
+// send is m's writer: it waits until m is due something and writes it, piece by piece, until m is
 // closed. Write returns when the kernel has taken every byte: while m's socket is full, the runtime
 // parks this goroutine on it (step05's EPOLLOUT), and the room goes on without it.
 func (rm *room) send(m *member) {
 	rm.mu.Lock()
 	defer rm.unlock()
-	var batch []byte // what is being written; its buffer and out's take turns
 	for {
-		for len(m.out) == 0 && !m.closed {
+		for m.due == 0 && !m.closed {
 			rm.wait(m)
 		}
 		if m.closed {
 			return
 		}
-		batch, m.out = m.out, batch[:0]
+		piece := rm.next(m)
 		m.writing = true
 		m.changed.Broadcast() // a reader waiting in putOutSlow may look at m's socket now
 		rm.unlock()
-		n, err := m.conn.Write(batch)
+		n, err := m.conn.Write(piece)
 		rm.mu.Lock()
 		m.writing = false
 		if m.closed {
@@ -325,11 +446,8 @@ func (rm *room) send(m *member) {
 			return
 		}
 		rm.tr.Write(m.fd, n, m.due)
-		m.due -= n
+		rm.wrote(m, n)
 		rm.tr.Unqueue(m.fd, n, m.due)
-		if cap(batch) > 4<<10 {
-			batch = nil // after a burst, an idle member holds no big buffer
-		}
 		if m.paused && m.due < rm.maxQueue/4 {
 			m.paused = false
 			rm.tr.Event("resume", m.fd, "reading: %d pending < %d (a quarter of the limit)", m.due, rm.maxQueue/4)
@@ -355,7 +473,7 @@ func (rm *room) drop(m *member) {
 	if m.due > 0 {
 		rm.tr.Event("drop", m.fd, "%d pending bytes", m.due)
 	}
-	m.out, m.due = nil, 0
+	m.cursor, m.asides, m.due, m.sent = rm.head(), nil, 0, 0
 }
 
 // end closes m's socket, for the reason the trace gives, and forgets m. Its reader and writer, parked
@@ -370,6 +488,9 @@ func (rm *room) end(m *member, reason string) {
 	m.changed.Broadcast()
 	before := len(rm.members)
 	rm.members = slices.DeleteFunc(rm.members, func(o *member) bool { return o == m })
+	if len(rm.members) == 0 {
+		rm.log, rm.base = nil, rm.head()
+	}
 	if before > 0 && len(rm.members) == 0 && rm.said >= rm.maxQueue {
 		// The room has just emptied after a lot was said: give the memory back (see step05's room.go).
 		debug.FreeOSMemory()

@@ -12,7 +12,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -94,7 +93,7 @@ func main() {
 	var clients sync.WaitGroup // every client's goroutines
 	accepted := make(chan struct{})
 	go func() {
-		acceptAll(ln, *sndbuf, svc, &clients)
+		acceptAll(ln.(*net.TCPListener), *sndbuf, svc, &clients)
 		close(accepted)
 	}()
 
@@ -122,38 +121,6 @@ type service interface {
 	acceptError(fd int, err error)                     // accept failed (the trace says how)
 	stop(sig syscall.Signal, closeListener func())     // a signal came: send what is queued, then close
 	closeAll()                                         // the grace is over: close whoever is left
-}
-
-// acceptAll accepts clients until the listener is closed. Accept parks this goroutine until the
-// netpoller reports the listener readable: this is step05's "ready listener=IN", inside net.
-func acceptAll(ln net.Listener, sndbuf int, svc service, clients *sync.WaitGroup) {
-	spare, _ := os.Open(os.DevNull) // the fd kept spare for when there are none (see step05's accept.go)
-	defer func() { spare.Close() }()
-	for {
-		c, err := ln.Accept()
-		switch {
-		case errors.Is(err, net.ErrClosed):
-			return // stopping
-		case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
-			// Out of fds: the client waits in the backlog and the listener stays ready. Go's Accept would
-			// fail again at once, a busy loop; so give back the spare fd, take the client with it, tell
-			// it why, close it, and take the spare again.
-			svc.acceptError(fdOf(ln.(*net.TCPListener)), err)
-			spare.Close()
-			if c, err = ln.Accept(); err == nil {
-				svc.refuse(c, fdOf(c.(*net.TCPConn)))
-			}
-			spare, _ = os.Open(os.DevNull)
-		case err != nil:
-			svc.acceptError(fdOf(ln.(*net.TCPListener)), err)
-			time.Sleep(10 * time.Millisecond) // as net/http does: an error that persists costs a pause, not a spin
-		default:
-			if sndbuf > 0 {
-				c.(*net.TCPConn).SetWriteBuffer(sndbuf) // net has set TCP_NODELAY already, as step05 does by hand
-			}
-			svc.serve(c, fdOf(c.(*net.TCPConn)), clients)
-		}
-	}
 }
 
 // fdOf returns the fd number under a socket of package net. The program never needs it to read or

@@ -58,7 +58,7 @@ type member struct {
 	asides  []aside // lines for it alone, and stretches of the log it skips, in log order
 	sent    int     // how much of its first aside's text is written already
 	due     int     // bytes it still has to receive: the log from its cursor, less skips, plus asides
-	writing bool    // its writer is writing a piece of what it is due, outside the mutex
+	writing int     // how many bytes its writer is writing, outside the mutex (0: it is not)
 	paused  bool    // its reader waits: its own replies reached -maxqueue (see hear)
 	left    bool    // out of the room: nothing more is heard; it closes once it has its due bytes
 	lingers bool    // the server is stopping and has sent it all and a FIN (see send)
@@ -408,6 +408,10 @@ func (rm *room) freeLog() {
 	rm.freeAt = max(2*len(rm.log), 4<<10)
 }
 
+// maxPiece bounds one write: what a member is due counts down when a Write returns, so a writer that
+// handed over all of it at once would leave the room knowing nothing until the member had it all.
+const maxPiece = 16 << 10
+
 // send is m's writer: it waits until m is due something and writes it, piece by piece, until m is
 // closed. Write returns when the kernel has taken every byte: while m's socket is full, the runtime
 // parks this goroutine on it (step05's EPOLLOUT), and the room goes on without it.
@@ -422,12 +426,13 @@ func (rm *room) send(m *member) {
 			return
 		}
 		piece := rm.next(m)
-		m.writing = true
+		piece = piece[:min(len(piece), maxPiece)]
+		m.writing = len(piece)
 		m.changed.Broadcast() // a reader waiting in putOutSlow may look at m's socket now
 		rm.unlock()
 		n, err := m.conn.Write(piece)
 		rm.mu.Lock()
-		m.writing = false
+		m.writing = 0
 		if m.closed {
 			return // put out, or the grace ended, while it wrote: the error, if any, is its closed socket
 		}
@@ -524,26 +529,28 @@ func (rm *room) closeAll() {
 	}
 }
 
-// putOutSlow puts out every member noted by say whose due bytes are at the limit or more and whose
-// socket is full now (its writer is parked in Write), but for heard: the member whose line is being
-// handled pauses instead (see hear). Waiting for a slow member would freeze the room, as the seed's
-// sendall did (B13); keeping its bytes forever would let it use up the server's memory.
+// putOutSlow puts out every member noted by say whose bytes not yet handed to its writer are at the
+// limit or more and whose socket is full now (its writer is parked in Write), but for heard: the
+// member whose line is being handled pauses instead (see hear). Waiting for a slow member would freeze
+// the room, as the seed's sendall did (B13); keeping its bytes forever would let it use up the
+// server's memory. (A Write parked on a full socket has handed the kernel part of its piece already,
+// and nobody can know how much: the piece is left out of the count, and at most maxPiece more is held.)
 //
-// A member past the limit whose writer has not yet taken its bytes is not slow: its writer has not
-// had the room's mutex, which this goroutine, reading line after line, kept taking first. Asking its
+// A member past the limit whose writer has not yet taken a piece is not slow: its writer has not had
+// the room's mutex, which this goroutine, reading line after line, kept taking first. Asking its
 // socket would find it empty. So the caller waits, letting go of the room, until the writer has taken
-// them: a sender cannot outrun the writers by more than a line, and then the socket's answer counts.
+// a piece: a sender cannot outrun the writers by more than a line, and then the socket's answer counts.
 func (rm *room) putOutSlow(heard *member) {
 	for len(rm.behind) > 0 {
 		m := rm.behind[0]
 		rm.behind = rm.behind[1:]
-		for m != heard && m.due >= rm.maxQueue && !m.writing && !m.closed && !rm.stopping {
+		for m != heard && m.due >= rm.maxQueue && m.writing == 0 && !m.closed && !rm.stopping {
 			rm.wait(m)
 		}
-		if m == heard || m.closed || m.due < rm.maxQueue || hasSpace(m.conn) {
+		if m == heard || m.closed || m.due-m.writing < rm.maxQueue || hasSpace(m.conn) {
 			continue
 		}
-		rm.tr.Event("too-slow", m.fd, "socket full and %d bytes pending >= limit %d", m.due, rm.maxQueue)
+		rm.tr.Event("too-slow", m.fd, "socket full and %d bytes pending >= limit %d", m.due-m.writing, rm.maxQueue)
 		rm.leave(m, "was put out: too slow to read") // may note more members: the loop goes on
 		rm.drop(m)
 		rm.end(m, "too slow")

@@ -39,7 +39,6 @@ var targets = []target{
 	{name: "step05-chat", dir: "../step05-epoll", chat: true},
 	{name: "step06-echo", dir: "../step06-edge-triggered", budget: true},
 	{name: "step06-chat", dir: "../step06-edge-triggered", chat: true, budget: true},
-	{name: "step10-echo", dir: "../step10-goroutines"},
 	{name: "step10-chat", dir: "../step10-goroutines", chat: true},
 }
 

@@ -306,35 +306,38 @@ close c5`)
 }
 
 var (
-	schedHeader = regexp.MustCompile(`(?m)^SCHED (\d+)ms:`)
-	parkedG     = regexp.MustCompile(`(?m)^\s+G\d+: status=4\(([^)]*)\)`) // status 4: waiting
+	schedHeading = regexp.MustCompile(`(?m)^SCHED (\d+)ms:`)
+	parkedG      = regexp.MustCompile(`(?m)^\s+G\d+: status=4\(([^)]*)\)`) // status 4: waiting
 )
 
 // parkedGoroutines returns how many of the server's goroutines are parked, by what they wait for
-// ("IO wait": on a socket, through the netpoller), from the first report the runtime writes to its
-// stderr after this call (GODEBUG=schedtrace=N,scheddetail=1: every N ms). A report is whole once the
-// next one has begun.
+// ("IO wait": on a socket, through the netpoller), from its next scheduler report.
 func parkedGoroutines(t *testing.T, srv *replay.Server) map[string]int {
 	t.Helper()
+	_, parked := schedReport(t, srv)
+	return parked
+}
+
+// nextSchedBlock returns the first whole report the runtime writes to the server's stderr after this
+// call (GODEBUG=schedtrace=N,scheddetail=1: one every N ms). A report is whole once the next one has
+// begun.
+func nextSchedBlock(t *testing.T, srv *replay.Server) string {
+	t.Helper()
 	since := -1
-	if m := schedHeader.FindAllStringSubmatch(srv.Stderr(), -1); len(m) > 0 {
+	if m := schedHeading.FindAllStringSubmatch(srv.Stderr(), -1); len(m) > 0 {
 		since, _ = strconv.Atoi(m[len(m)-1][1])
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		text := srv.Stderr()
 		var fresh []int // where the reports after since begin
-		for _, m := range schedHeader.FindAllStringSubmatchIndex(text, -1) {
+		for _, m := range schedHeading.FindAllStringSubmatchIndex(text, -1) {
 			if ms, _ := strconv.Atoi(text[m[2]:m[3]]); ms > since {
 				fresh = append(fresh, m[0])
 			}
 		}
 		if len(fresh) >= 2 {
-			parked := map[string]int{}
-			for _, m := range parkedG.FindAllStringSubmatch(text[fresh[0]:fresh[1]], -1) {
-				parked[m[1]]++
-			}
-			return parked
+			return text[fresh[0]:fresh[1]]
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no whole scheduler report on the server's stderr within 10 s (is GODEBUG=schedtrace set?)")

@@ -79,27 +79,35 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "step10-goroutines: listening on %s (try: go run ./step04-chat/client -addr %s)\n", ln.Addr(), ln.Addr())
-	lnFD := fdOf(ln.(*net.TCPListener))
-	tr.Listen(lnFD)
-	// Go delivers signals on a channel: no self-pipe, no fd to watch. (Before any goroutine starts: the
-	// recorder is not shared yet.)
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, unix.SIGINT, unix.SIGTERM)
-
+	tr.Listen(fdOf(ln.(*net.TCPListener)))
 	var svc service = &room{maxLine: *maxLine, maxQueue: *maxQueue, tr: tr}
 	if *echoing {
 		svc = &echo{tr: tr}
 	}
+	serve(ln.(*net.TCPListener), *sndbuf, svc, tr)
+}
+
+// serve is all that is left of step05's loop: accept in a goroutine of its own, which starts each
+// client's goroutines, and wait for a signal; then stop the service, give what is queued a grace to
+// be sent, and return once every client's goroutines have ended. Nobody here waits for a socket: the
+// runtime's netpoller does, for every goroutine parked in Accept, Read or Write.
+func serve(ln *net.TCPListener, sndbuf int, svc service, tr *tracing.Recorder) {
+	// Go delivers signals on a channel: no self-pipe, no fd to watch.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, unix.SIGINT, unix.SIGTERM)
 	var clients sync.WaitGroup // every client's goroutines
 	accepted := make(chan struct{})
 	go func() {
-		acceptAll(ln.(*net.TCPListener), *sndbuf, svc, &clients)
+		acceptAll(ln, sndbuf, svc, &clients)
 		close(accepted)
 	}()
 
 	sig := <-signals
-	svc.stop(sig.(syscall.Signal), func() { ln.Close(); tr.Close(lnFD, "shutdown") })
-	<-accepted // no client joins from now on, so the wait group only counts down
+	svc.stop(sig.(syscall.Signal), func() {
+		tr.Close(fdOf(ln), "shutdown") // before Close: the kernel may give the fd number to a client
+		ln.Close()
+	})
+	<-accepted // no client joins from now on: the wait group only counts down
 	done := make(chan struct{})
 	go func() {
 		clients.Wait()

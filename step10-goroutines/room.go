@@ -99,9 +99,9 @@ func (rm *room) serve(conn net.Conn, fd int, clients *sync.WaitGroup) {
 	rm.tr.Event("join", fd, "as %s", m.name)
 	rm.say(m, "* welcome, "+m.name+"; "+help)
 	rm.broadcast(m, "* "+m.name+" joined")
-	rm.putOutSlow(nil)
 	clients.Go(func() { rm.receive(m) })
-	clients.Go(func() { rm.send(m) })
+	clients.Go(func() { rm.send(m) }) // before putOutSlow, which may wait for any writer, this one too
+	rm.putOutSlow(nil)
 }
 
 // unlock lets go of the room. What was queued goes into the trace first: a line another goroutine

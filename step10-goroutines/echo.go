@@ -54,9 +54,8 @@ func (e *echo) echo(c net.Conn, fd int) {
 			e.record(func() { e.tr.Read(fd, buf[:n]) })
 			m, werr := c.Write(buf[:n]) // parks this goroutine while c's socket is full
 			if werr != nil {
-				if !e.failed(c, fd, "write", werr) {
-					return
-				}
+				e.failed(c, fd, "write", werr)
+				return
 			}
 			e.record(func() { e.tr.Write(fd, m, n) })
 		}
@@ -74,11 +73,11 @@ func (e *echo) echo(c net.Conn, fd int) {
 	}
 }
 
-// failed traces a failed read or write and closes c; it reports false. A closed socket is not news:
-// it was closed by closeAll, which said so.
-func (e *echo) failed(c net.Conn, fd int, op string, err error) bool {
+// failed traces a failed read or write and closes c. A closed socket is not news: closeAll closed
+// it, and said so.
+func (e *echo) failed(c net.Conn, fd int, op string, err error) {
 	if errors.Is(err, net.ErrClosed) {
-		return false
+		return
 	}
 	e.record(func() { e.tr.Error(fd, op, err) })
 	reason := "error"
@@ -86,7 +85,6 @@ func (e *echo) failed(c net.Conn, fd int, op string, err error) bool {
 		reason = "reset"
 	}
 	e.end(c, reason)
-	return false
 }
 
 // linger closes c gently, once the server is stopping (step05's signals.go): FIN now, then read and

@@ -107,6 +107,7 @@ func serve(ln *net.TCPListener, sndbuf int, svc service, tr *tracing.Recorder) {
 		tr.Close(fdOf(ln), "shutdown") // before Close: the kernel may give the fd number to a client
 		ln.Close()
 	})
+	grace := time.After(shutdownGrace)
 	<-accepted // no client joins from now on: the wait group only counts down
 	done := make(chan struct{})
 	go func() {
@@ -115,7 +116,7 @@ func serve(ln *net.TCPListener, sndbuf int, svc service, tr *tracing.Recorder) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(shutdownGrace):
+	case <-grace:
 		svc.closeAll() // whoever is left is not reading: close, and their goroutines end
 		<-done
 	}

@@ -319,14 +319,14 @@ func parkedGoroutines(t *testing.T, srv *replay.Server) map[string]int {
 }
 
 // nextSchedBlock returns the first whole report the runtime writes to the server's stderr after this
-// call (GODEBUG=schedtrace=N,scheddetail=1: one every N ms). A report is whole once the next one has
-// begun.
+// call (GODEBUG=schedtrace=N,scheddetail=1: one every N ms). A report's header says when it was
+// written, in ms since the runtime started: the report wanted is the first stamped later than the
+// server's age now (from /proc, in 10 ms ticks: hence the margin), not the first one after the last
+// this test has seen, which may have been written before the call and still be on its way through the
+// pipe. A report is whole once the next one has begun.
 func nextSchedBlock(t *testing.T, srv *replay.Server) string {
 	t.Helper()
-	since := -1
-	if m := schedHeading.FindAllStringSubmatch(srv.Stderr(), -1); len(m) > 0 {
-		since, _ = strconv.Atoi(m[len(m)-1][1])
-	}
+	since := ageMS(t, srv.Pid()) + 20
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		text := srv.Stderr()
@@ -344,6 +344,25 @@ func nextSchedBlock(t *testing.T, srv *replay.Server) string {
 		}
 		time.Sleep(5 * time.Millisecond) // the next report is due within 20 ms: a bounded wait for it
 	}
+}
+
+// ageMS is how long process pid has run, in ms, to the 10 ms of /proc's clock ticks (USER_HZ is 100 on
+// Linux): /proc/uptime less the process's start time, field 22 of /proc/PID/stat.
+func ageMS(t *testing.T, pid int) int {
+	t.Helper()
+	up, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		t.Skipf("needs /proc: %v", err)
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uptime float64
+	fmt.Sscan(string(up), &uptime)
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	start, _ := strconv.Atoi(f[22-3]) // after the name: the state is field 3
+	return int(uptime*1000) - start*10
 }
 
 // The demo's scenarios are step04's and step03's, kept as copies because go:embed cannot reach ../.

@@ -4,6 +4,9 @@ package main
 
 import (
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -395,6 +398,85 @@ func TestCopiesDifferOnlyInListedLines(t *testing.T) {
 	tracetest.CheckCopies(t, []tracetest.Copy{
 		{Original: "../step04-chat/protocol.go", Copy: "protocol.go"},
 	})
+}
+
+// The room's handlers are step04's, with step04's client c *conn called m *member here (and, in
+// handle, its loop's m called o): they may differ only in the lines listed, each with its reason. (hear and
+// putOutSlow, which wait, and send, which writes outside the mutex, are this step's own.)
+func TestRoomHandlersAreStep04s(t *testing.T) {
+	noWants := "no want fields: a goroutine acts on what it wants itself"
+	allowed := map[string]map[string]string{
+		"handle": nil, "find": nil, "skip": nil, "head": nil,
+		"say": {
+			"// say queues one line for m alone, as an aside at the log's head. It never writes: it tells the loop": "no loop to tell",
+			"// that m wants to be written to.":                                                   "no loop to tell",
+			"// say queues one line for m alone, as an aside at the log's head. It never writes.": "no loop to tell",
+		},
+		"leave": {"m.left, m.wantRead = true, false": noWants, "m.left = true": noWants},
+		"broadcast": {
+			"if len(rm.log) >= rm.freeAt {": "the log is freed as it grows: there is no end of a turn (see freeLog)",
+			"rm.freeLog()":                  "the log is freed as it grows",
+			"}":                             "the end of that if",
+		},
+		"queued": {
+			"// queued counts n more bytes due to m, and notes m for putOutSlow when they reach the limit.":     "it wakes the writer",
+			"// queued counts n more bytes due to m, wakes m's writer, and notes m for putOutSlow when its due": "it wakes the writer",
+			"// bytes reach the limit.": "it wakes the writer",
+			"m.wantWrite = true":        noWants,
+			"m.changed.Broadcast()":     "it wakes the writer",
+		},
+		"next": {
+			"for len(m.asides) > 0 && m.asides[0].at == m.cursor {": "passing the skips is passSkips, which wrote calls too",
+			"if m.asides[0].text != nil {":                          "passSkips",
+			"m.cursor += m.asides[0].skip":                          "passSkips",
+			"m.asides = m.asides[1:]":                               "passSkips",
+			"}":                                                     "passSkips",
+			"m.passSkips()":                                         "passSkips",
+			"if len(m.asides) > 0 && m.asides[0].at == m.cursor {": "passSkips",
+			"return m.asides[0].text[m.sent:]":                     "passSkips: one level less deep",
+		},
+		"drop": {
+			"m.cursor, m.asides, m.due, m.sent, m.unheard = rm.head(), nil, 0, 0, nil": "a paused reader keeps its unheard lines itself",
+			"m.cursor, m.asides, m.due, m.sent = rm.head(), nil, 0, 0":                 "a paused reader keeps its unheard lines",
+		},
+	}
+	loopVar, client, conn := regexp.MustCompile(`\bm\b`), regexp.MustCompile(`\bc\b`), regexp.MustCompile(`\*conn\b`)
+	for name, lines := range allowed {
+		theirs := funcSource(t, "../step04-chat/room.go", name)
+		if name == "handle" { // its loop over the members calls each one m, the name of the member here
+			theirs = loopVar.ReplaceAllString(theirs, "o")
+		}
+		theirs = conn.ReplaceAllString(client.ReplaceAllString(theirs, "m"), "*member")
+		mine := funcSource(t, "room.go", name)
+		for _, l := range tracetest.Unlisted(theirs, mine, lines) {
+			t.Errorf("%s differs from step04's in a line not listed: %s", name, l)
+		}
+	}
+}
+
+// funcSource returns the source of the function or method name in the Go file path, with its comment.
+func funcSource(t *testing.T, path, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, path, data, parser.ParseComments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range f.Decls {
+		if fd, ok := d.(*ast.FuncDecl); ok && fd.Name.Name == name {
+			start := fd.Pos()
+			if fd.Doc != nil {
+				start = fd.Doc.Pos()
+			}
+			return string(data[fset.Position(start).Offset:fset.Position(fd.End()).Offset])
+		}
+	}
+	t.Fatalf("%s has no func %s", path, name)
+	return ""
 }
 
 // Bad flags get one clear line and exit status 2; so does an address that is not an IP.

@@ -271,15 +271,16 @@ func (rm *room) handle(m *member, line string) {
 
 // find returns the member called name (names are unique regardless of case), or nil.
 func (rm *room) find(name string) *member {
-	for _, o := range rm.members {
-		if !o.left && strings.EqualFold(o.name, name) {
-			return o
+	for _, m := range rm.members {
+		if !m.left && strings.EqualFold(m.name, name) {
+			return m
 		}
 	}
 	return nil
 }
 
-// leave takes m out of the room, once, and tells the others with m's own name (B10, B11).
+// leave takes m out of the room, once, and tells the others with m's own name (B10, B11): however a
+// member goes (EOF, reset, a failed write, /quit, too slow), the room hears it exactly once.
 func (rm *room) leave(m *member, how string) {
 	if m.left {
 		return
@@ -296,11 +297,11 @@ func (rm *room) broadcast(from *member, line string) {
 	at := rm.head()
 	rm.log = append(append(rm.log, line...), '\n')
 	n := len(line) + 1
-	for _, o := range rm.members {
-		if o == from || o.left {
-			o.skip(at, n)
+	for _, m := range rm.members {
+		if m == from || m.left {
+			m.skip(at, n)
 		} else {
-			rm.queued(o, n)
+			rm.queued(m, n)
 		}
 	}
 	if len(rm.log) >= rm.freeAt {
@@ -362,7 +363,7 @@ func (m *member) passSkips() {
 }
 
 // next returns the bytes m is to receive next, in one piece: an aside's line, or the log up to the
-// next aside.
+// next aside. Skips at its cursor are passed on the way.
 func (rm *room) next(m *member) []byte {
 	m.passSkips()
 	if len(m.asides) > 0 && m.asides[0].at == m.cursor {

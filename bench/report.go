@@ -398,6 +398,22 @@ func targets(res *results) string {
 			}
 		}
 	}
+	// Issue 17: step10 (net, a goroutine per client) replaces the goroutine baseline once its CPU per
+	// message is within 5% of the baseline's. Informational: a MISS keeps the baseline, not the build.
+	const step10 = "step10 goroutines"
+	for _, conns := range []int{64, 1000} {
+		for _, size := range res.cfg.echoSizes {
+			c, bc := res.echo[echoPoint{conns, size}][step10], res.echo[echoPoint{conns, size}][base]
+			if c != nil && bc != nil && len(c.cpu) > 0 && len(bc.cpu) > 0 {
+				r := paired(c.cpu, bc.cpu).median()
+				p("| (informational) step10 as the echo baseline, %d conns × %s: CPU/msg within 5%% | %s: %.0f%% of baseline | %s |\n", conns, bytesize(size), step10, 100*r, verdict(math.Abs(r-1) <= 0.05))
+			}
+		}
+	}
+	if c, bc := res.chat[step10], res.chat[base]; c != nil && bc != nil && len(c.cpu) > 0 && len(bc.cpu) > 0 {
+		r := paired(c.cpu, bc.cpu).median()
+		p("| (informational) step10 as the chat baseline: CPU per delivered line within 5%% | %s: %.0f%% of baseline | %s |\n", step10, 100*r, verdict(math.Abs(r-1) <= 0.05))
+	}
 	if off, out := res.tracing["tracing off (-trace=false)"], res.tracing["tracing compiled out"]; len(off) > 0 && len(out) > 0 {
 		r := paired(off, out)
 		p("| tracing off within 3%% of compiled out | %s: %s (median of paired runs) | %s |\n", res.traced, percent(r), verdict(r.median() <= 1.03))

@@ -42,6 +42,7 @@ var targets = []target{
 	{name: "step06-chat", dir: "../step06-edge-triggered", chat: true, budget: true},
 	{name: "step07-echo", dir: "../step07-timers", clock: true},
 	{name: "step07-chat", dir: "../step07-timers", chat: true, clock: true},
+	{name: "step10-chat", dir: "../step10-goroutines", chat: true},
 }
 
 // readBudget, if set (>= 0), runs step06 with -readbudget N instead of its default: -readbudget 0 is

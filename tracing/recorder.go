@@ -181,6 +181,16 @@ func (r *Recorder) Queue(fd int, n, pending int) {
 	r.queued = append(r.queued, queued{fd, n, pending})
 }
 
+// Flush writes the queue lines held by Queue now. A loop needs no such call: its next wait line
+// writes them. Goroutines that share a recorder under a mutex (step 10) call it before they let go of
+// the mutex, so that what one of them queued is in the trace before anything another one does.
+func (r *Recorder) Flush() {
+	if r == nil || len(r.queued) == 0 {
+		return
+	}
+	r.writeQueued()
+}
+
 // writeQueued writes the queue lines held by Queue.
 func (r *Recorder) writeQueued() {
 	held := r.queued

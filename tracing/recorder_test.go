@@ -59,6 +59,34 @@ func TestRecorderShowsFDsOnlyWhenAsked(t *testing.T) {
 }
 
 // A nil Recorder is tracing off: every method must be callable and do nothing.
+// Flush writes the queue lines held so far, summed, and nothing when none is held; queue lines after it
+// start a new sum.
+func TestFlushWritesHeldQueueLines(t *testing.T) {
+	var b strings.Builder
+	tr := tracing.New(&b, false)
+	tr.Accept(4)
+	tr.Accept(5)
+	tr.Queue(4, 3, 3)
+	tr.Queue(5, 2, 2)
+	tr.Queue(4, 1, 4)
+	if strings.Contains(b.String(), "queue") {
+		t.Fatalf("queue lines written before Flush:\n%s", b.String())
+	}
+	tr.Flush()
+	tr.Flush()
+	tr.Queue(4, 6, 10)
+	tr.Flush()
+	want := `accept     c1
+accept     c2
+queue      c1 +4 bytes, 4 pending
+queue      c2 +2 bytes, 2 pending
+queue      c1 +6 bytes, 10 pending
+`
+	if d := tracing.Diff(want, b.String()); d != "" {
+		t.Fatalf("trace (-want +got):\n%s", d)
+	}
+}
+
 func TestNilRecorderRecordsNothing(t *testing.T) {
 	var tr *tracing.Recorder
 	if tr.On() {
@@ -78,6 +106,7 @@ func TestNilRecorderRecordsNothing(t *testing.T) {
 	tr.Unqueue(4, 1, 0)
 	tr.Event("pause", 4, "%d", 1)
 	tr.Note("shutdown", "now")
+	tr.Flush()
 	tr.Close(4, "EOF")
 	if tr.Name(4, "x") != "" || tr.NameClient(4) != "" {
 		t.Fatal("a nil recorder named something")

@@ -35,11 +35,11 @@ type Options struct {
 
 // Class is a graded class.
 type Class struct {
-	Step      string     // the step folder graded
-	Checks    []string   // the table's columns: the scenarios (or the exercise) graded
-	Ungraded  []string   // the step's scenarios without a golden transcript, not graded
-	Students  []*Student // by name
-	Unreadable int       // students whose submission could not be read
+	Step       string     // the step folder graded
+	Checks     []string   // the table's columns: the scenarios (or the exercise) graded
+	Ungraded   []string   // the step's scenarios without a golden transcript, not graded
+	Students   []*Student // by name
+	Unreadable int        // students whose submission could not be read
 }
 
 // Student is one student's results.

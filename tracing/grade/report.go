@@ -69,8 +69,8 @@ const Legend = `- **pass**: the transcript is the golden one, compared as the st
   failed) ends the student's transcript with "!! why", which counts as one.
 - **hung after N s**: the scenario waited N s for something that never came (an echo, room to send),
   with the server asleep; or the run outlived its time limit and was killed.
-- **busy loop**: the server wanted more than half a core (CPU time plus time waiting for a CPU) over a
-  second in which it had nothing to do; it is killed.
+- **busy loop**: the server wanted more than half a core (CPU time plus time waiting for a CPU) in two
+  seconds in a row while the scenario waited; it is killed.
 - **crashed (exit status, last stderr line)**: the server exited by itself, before the scenario ended.
 - **leaked fds (N sockets)**: when the scenario's clients had all closed, the server still held N more
   sockets than before the first client came.

@@ -141,6 +141,9 @@ func (g *grader) verdict(r *Result, c check, w *watchdog, err error, exit, stder
 		r.Verdict = fmt.Sprintf("hung after %d s", int(bound(err).Seconds()))
 	case r.Differing > 0:
 		r.Verdict = fmt.Sprintf("%d lines differ", r.Differing)
+		if r.Differing == 1 {
+			r.Verdict = "1 line differs"
+		}
 	case leak != "":
 		r.Verdict = leak
 	default:

@@ -138,11 +138,12 @@ func (s *Student) Markdown() string {
 		if r.Verdict == "pass" || r.Diff == "" {
 			continue
 		}
-		fmt.Fprintf(&b, "\n  ```diff\n")
+		// ~~~, not ```: a page that quotes this section in a ``` block stays one block.
+		fmt.Fprintf(&b, "\n  ~~~diff\n")
 		for _, l := range shown(r.Diff) {
 			b.WriteString("  " + l + "\n")
 		}
-		b.WriteString("  ```\n\n")
+		b.WriteString("  ~~~\n\n")
 	}
 	return b.String()
 }

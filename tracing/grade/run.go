@@ -128,6 +128,7 @@ func (g *grader) verdict(r *Result, c check, w *watchdog, err error, exit, stder
 	} else {
 		r.Diff, r.Differing = compare(c, string(want), r.Transcript)
 	}
+	r.Transcript, r.Diff = cut(r.Transcript), cut(r.Diff)
 	switch why := w.why(); {
 	case why == killedBusy:
 		r.Verdict = "busy loop"
@@ -312,4 +313,18 @@ func (w *watchdog) why() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.killed
+}
+
+// maxKept bounds a transcript or a diff kept in the report: a spinning server's runs to megabytes.
+const maxKept = 1 << 20
+
+// cut keeps text whole if it is short, else its first and last maxKept/2 bytes, cut between lines.
+func cut(text string) string {
+	if len(text) <= maxKept {
+		return text
+	}
+	head := text[:strings.LastIndexByte(text[:maxKept/2], '\n')+1]
+	tail := text[len(text)-maxKept/2:]
+	tail = tail[strings.IndexByte(tail, '\n')+1:]
+	return fmt.Sprintf("%s... %d bytes cut ...\n%s", head, len(text)-len(head)-len(tail), tail)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -218,4 +219,113 @@ func TestUnzipRefusesPathsOutside(t *testing.T) {
 			t.Errorf("%q: unzip said %v, want a path outside the archive refused", name, err)
 		}
 	}
+}
+
+// An exercise is graded by its check: the reference solution passes it, the shipped step does not.
+func TestGradeAnExercise(t *testing.T) {
+	ex, err := exercises.Find(root, "03a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, work := t.TempDir(), t.TempDir()
+	if err := exercises.CopyDir(filepath.Join(root, ex.Step), filepath.Join(dir, "unsolved")); err != nil {
+		t.Fatal(err)
+	}
+	if err := exercises.CopyDir(filepath.Join(root, ex.Step), filepath.Join(work, ex.Step)); err != nil {
+		t.Fatal(err)
+	}
+	if err := exercises.ApplyPatch(work, filepath.Join(ex.Dir, "solution", "solution.patch")); err != nil {
+		t.Fatal(err)
+	}
+	if err := exercises.CopyDir(filepath.Join(work, ex.Step), filepath.Join(dir, "solved")); err != nil {
+		t.Fatal(err)
+	}
+	class, err := Grade(context.Background(), Options{Root: root, Exercise: "03a"}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", class.Table())
+	if len(class.Checks) != 1 || class.Checks[0] != ex.Name {
+		t.Fatalf("columns %v, want the one check %s", class.Checks, ex.Name)
+	}
+	for _, s := range class.Students {
+		got := s.Cell(0)
+		if want := "pass"; s.Name == "solved" && got != want || s.Name == "unsolved" && !regexp.MustCompile(`^\d+ lines? differs?$`).MatchString(got) {
+			t.Errorf("%s: %q", s.Name, got)
+		}
+	}
+}
+
+// Interrupted (Ctrl-C in the command), the grader kills the server it is running and removes every
+// folder it made, in the module and in the temporary directory.
+func TestInterruptedGradingLeavesNothing(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	dir := t.TempDir()
+	makeClass(t, dir, 1)
+	// student01 is "ok"; make it a hung one, so that there is a server to find running.
+	hung := filepath.Join(t.TempDir(), "student01")
+	if err := exercises.CopyDir(filepath.Join(root, step), filepath.Join(hung, step)); err != nil {
+		t.Fatal(err)
+	}
+	if err := exercises.ApplyPatch(hung, filepath.Join("testdata", "fixtures", "hang.patch")); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(dir, "student01"))
+	if err := exercises.CopyDir(filepath.Join(hung, step), filepath.Join(dir, "student01")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		_, err := Grade(ctx, Options{Root: root, Step: step, Only: []string{"seed"}}, dir)
+		done <- err
+	}()
+	var server int
+	for deadline := time.Now().Add(2 * time.Minute); server == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no server of student01's started within 2 minutes")
+		}
+		server = child("student01")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("an interrupted Grade returned no error")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Grade did not return within a minute of being interrupted")
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", server)); err == nil {
+		t.Errorf("the server (pid %d) still exists", server)
+	}
+	for _, pattern := range []string{filepath.Join(root, "grade-work-*"), filepath.Join(os.Getenv("TMPDIR"), "*")} {
+		if left, _ := filepath.Glob(pattern); len(left) > 0 {
+			t.Errorf("left behind: %v", left)
+		}
+	}
+}
+
+// child returns the pid of a child process of this one whose command is name, or 0.
+func child(name string) int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		stat, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open || s[open+1:end] != name {
+			continue
+		}
+		var pid, ppid int
+		var state string
+		fmt.Sscanf(s[:open], "%d", &pid)
+		fmt.Sscanf(s[end+1:], " %s %d", &state, &ppid)
+		if ppid == os.Getpid() {
+			return pid
+		}
+	}
+	return 0
 }

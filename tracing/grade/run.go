@@ -83,7 +83,14 @@ func (g *grader) play(ctx context.Context, bin string, c check) *Result {
 		} else if !s.Server().Exited() {
 			// B2: every client the scenario left open leaves now, and the server must give back every
 			// socket it held for them.
-			held, lerr := closeAll(s, sc)
+			held, quiet, lerr := closeAll(s, sc)
+			if !quiet {
+				// Still talking with nothing to answer: give the watchdog the time it takes to judge.
+				select {
+				case <-w.done:
+				case <-time.After(3 * busyWindow):
+				}
+			}
 			switch {
 			case s.Server().Ended():
 				exit = s.Server().ExitStatus()
@@ -92,6 +99,9 @@ func (g *grader) play(ctx context.Context, bin string, c check) *Result {
 				err = lerr
 			case baseline >= 0 && held > baseline:
 				r.Verdict = fmt.Sprintf("leaked fds (%d sockets)", held-baseline)
+				if held-baseline == 1 {
+					r.Verdict = "leaked fds (1 socket)"
+				}
 			}
 		}
 	}
@@ -101,19 +111,26 @@ func (g *grader) play(ctx context.Context, bin string, c check) *Result {
 }
 
 // closeAll closes the scenario's clients that are still open and waits for the server to settle; it
-// returns how many sockets the server holds then.
-func closeAll(s *replay.Session, sc *scenario.Scenario) (int, error) {
+// returns how many sockets the server holds then, and whether it stayed quiet: a server that traces
+// more lines while nothing happens is not idle, however asleep it looked.
+func closeAll(s *replay.Session, sc *scenario.Scenario) (held int, quiet bool, err error) {
 	for _, st := range sc.Steps {
 		if c := s.Client(st.Client); st.Verb == "connect" && c != nil {
 			c.Close() // a second close of one the scenario closed does nothing
 		}
 	}
 	// Each close has woken the server before Close returned (loopback delivers the FIN at once), so
-	// the server is asleep again only once it has handled them all.
-	if err := s.Server().Settle(0, false, replay.SettleWithin); err != nil {
-		return 0, fmt.Errorf("after the clients closed: %w", err)
+	// the server is asleep again only once it has handled them all. A server that floods a full pipe
+	// can look asleep at the moment the replayer looks: a second look tells.
+	srv := s.Server()
+	if err := srv.Settle(0, false, replay.SettleWithin); err != nil {
+		return 0, false, fmt.Errorf("after the clients closed: %w", err)
 	}
-	return sockets(s.Server().Pid()), nil
+	lines := srv.Lines()
+	if err := srv.Settle(0, false, replay.SettleWithin); err != nil {
+		return 0, false, fmt.Errorf("after the clients closed: %w", err)
+	}
+	return sockets(srv.Pid()), srv.Lines() == lines, nil
 }
 
 // verdict fills in the result's cell, from the worst thing that happened: the server was killed

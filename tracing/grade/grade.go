@@ -29,7 +29,7 @@ type Options struct {
 
 	Parallel     int           // students graded at once (0: the number of CPUs)
 	Timeout      time.Duration // bound on one run; past it the server is killed: "hung after N s"
-	Stall        time.Duration // bound on each wait of a scenario (expect, send); 0 keeps the scenario's
+	Stall        time.Duration // bound on each wait for an answer (send, expect, expect-line); 0 keeps the scenario's
 	BuildTimeout time.Duration // bound on one go build
 }
 

@@ -34,7 +34,7 @@ func main() {
 	only := flag.String("only", "", "grade only these scenarios, comma-separated (default: every one with a golden transcript)")
 	flag.IntVar(&o.Parallel, "parallel", runtime.NumCPU(), "students graded at once")
 	flag.DurationVar(&o.Timeout, "timeout", time.Minute, "time limit of one run (one scenario against one student)")
-	flag.DurationVar(&o.Stall, "stall", 0, "bound on each wait of a scenario, if less than the scenario's own (10s)")
+	flag.DurationVar(&o.Stall, "stall", 0, "bound on each wait of a client for an answer (send, expect, expect-line), if less than the scenario's own (10s)")
 	flag.DurationVar(&o.BuildTimeout, "build-timeout", 2*time.Minute, "time limit of one student's build")
 	report := flag.String("report", "grade-report", "folder to write the report into (README.md, index.html, the diffs)")
 	flag.Usage = func() {

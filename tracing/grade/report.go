@@ -170,7 +170,7 @@ var page = template.Must(template.New("index").Funcs(template.FuncMap{
 	"shown": shown,
 	"class": func(line string) string {
 		switch {
-		case strings.HasPrefix(line, "@@"):
+		case strings.HasPrefix(line, "@@"), strings.HasPrefix(line, "--- "), strings.HasPrefix(line, "+++ "):
 			return "hunk"
 		case strings.HasPrefix(line, "-"):
 			return "del"

@@ -44,12 +44,11 @@ type Class struct {
 
 // Student is one student's results.
 type Student struct {
-	Name     string
-	Took     string    // how the grader took the submission: "clone", "step folder", "zip: ..."
-	Wrong    string    // why the submission could not be graded at all ("" if it could)
-	Build    string    // go build's output, cut, when it did not build
-	Results  []*Result // one per check, in the order of Class.Checks; nil if it did not build
-	Duration time.Duration
+	Name    string
+	Took    string    // how the grader took the submission: "clone", "step folder", "zip: ..."
+	Wrong   string    // why the submission could not be graded at all ("" if it could)
+	Build   string    // go build's output, cut, when it did not build
+	Results []*Result // one per check, in the order of Class.Checks; nil if it did not build
 }
 
 // Result is one run of one scenario against one student's server.
@@ -59,8 +58,7 @@ type Result struct {
 	Differing  int    // lines of the diff: golden lines missing ("-") plus lines not in the golden ("+")
 	Diff       string // the unified diff of the golden and the transcript, as compared ("" if equal)
 	Transcript string // the transcript, cut at a bound; "!! why" ends it if the replay failed
-	Stderr     string // the server's stderr, cut
-	Duration   time.Duration
+	Stderr     string // the server's stderr, its first and last 64 KiB
 }
 
 // A check is one column: a scenario, the golden transcript it is compared with, and how.
@@ -212,10 +210,8 @@ type grader struct {
 
 // student grades one submission: finds its step, builds it once, plays every check.
 func (g *grader) student(ctx context.Context, entry, path string) *Student {
-	start := time.Now()
 	name := strings.TrimSuffix(entry, ".zip")
 	st := &Student{Name: name}
-	defer func() { st.Duration = time.Since(start) }()
 	dir, zipped := path, strings.HasSuffix(entry, ".zip")
 	if zipped {
 		dir = filepath.Join(g.tmp, "unzipped", name)

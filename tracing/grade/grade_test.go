@@ -165,6 +165,9 @@ func TestGradeAClass(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(report, "student09", "seed.diff")); err != nil {
 		t.Error(err)
 	}
+	if stderr, err := os.ReadFile(filepath.Join(report, "student07", "seed.stderr")); err != nil || !strings.Contains(string(stderr), "a client hung up\n") {
+		t.Errorf("the crashed student's stderr is not in the report: %q, %v", stderr, err)
+	}
 	if left, _ := filepath.Glob(filepath.Join(root, "grade-work-*")); len(left) > 0 {
 		t.Errorf("the grader left %v behind", left)
 	}

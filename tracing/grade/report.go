@@ -79,7 +79,7 @@ const Legend = `- **pass**: the transcript is the golden one, compared as the st
 
 // WriteReport writes the report into dir: README.md (the table, then each student's results with
 // their line diffs), index.html (the same table, each cell opening that run's diff), and for each
-// student and check the diff and the transcript as files.
+// student and check the transcript, the diff and the server's stderr as files.
 func (c *Class) WriteReport(dir, command string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -99,8 +99,11 @@ func (c *Class) WriteReport(dir, command string) error {
 			if err := os.WriteFile(base+".trace", []byte(r.Transcript), 0o644); err != nil {
 				return err
 			}
-			if r.Diff != "" {
-				if err := os.WriteFile(base+".diff", []byte(r.Diff), 0o644); err != nil {
+			for ext, text := range map[string]string{".diff": r.Diff, ".stderr": r.Stderr} {
+				if text == "" {
+					continue
+				}
+				if err := os.WriteFile(base+ext, []byte(text), 0o644); err != nil {
 					return err
 				}
 			}
@@ -198,7 +201,7 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}
 {{range $r := $s.Results}}<details id="{{$s.Name}}-{{$r.Check}}"><summary>{{$r.Check}}: {{$r.Verdict}}</summary>
 {{if $r.Diff}}<pre>{{range shown $r.Diff}}<span class="{{class .}}">{{.}}</span>
 {{end}}</pre>{{else}}<p>The transcript is the golden one.</p>{{end}}
-<p><a href="{{$s.Name}}/{{$r.Check}}.trace">transcript</a>{{if $r.Diff}} · <a href="{{$s.Name}}/{{$r.Check}}.diff">diff</a>{{end}}</p>
+<p><a href="{{$s.Name}}/{{$r.Check}}.trace">transcript</a>{{if $r.Diff}} · <a href="{{$s.Name}}/{{$r.Check}}.diff">diff</a>{{end}}{{if $r.Stderr}} · <a href="{{$s.Name}}/{{$r.Check}}.stderr">stderr</a>{{end}}</p>
 </details>
 {{end}}{{end}}
 <script>

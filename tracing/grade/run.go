@@ -26,9 +26,7 @@ const busyWindow = time.Second
 
 // play runs one check against the binary and says what happened.
 func (g *grader) play(ctx context.Context, bin string, c check) *Result {
-	start := time.Now()
 	r := &Result{Check: c.name}
-	defer func() { r.Duration = time.Since(start) }()
 	sc, err := scenario.ParseFile(c.scenario)
 	if err != nil {
 		r.Verdict = "cannot read the scenario: " + err.Error()
@@ -62,8 +60,8 @@ func (g *grader) play(ctx context.Context, bin string, c check) *Result {
 		close(w.started)
 	}
 	if err != nil {
-		r.Transcript = "!! " + firstLine(err.Error()) + "\n"
-		return g.verdict(r, c, w, err, exitOf(err), stderrOf(err))
+		r.Transcript, r.Stderr = "!! "+firstLine(err.Error())+"\n", stderrOf(err)
+		return g.verdict(r, c, w, err, exitOf(err), r.Stderr)
 	}
 	pid := s.Server().Pid()
 	baseline := sockets(pid)

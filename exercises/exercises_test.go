@@ -4,7 +4,6 @@ package exercises
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,15 +38,11 @@ func TestExercisesAreSolvableAndUnsolved(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { os.RemoveAll(work) })
-			copyDir(t, filepath.Join("..", ex.Step), filepath.Join(work, ex.Step))
-			patch, err := filepath.Abs(filepath.Join(ex.Name, "solution", "solution.patch"))
-			if err != nil {
+			if err := CopyDir(filepath.Join("..", ex.Step), filepath.Join(work, ex.Step)); err != nil {
 				t.Fatal(err)
 			}
-			apply := exec.Command("git", "apply", "--directory="+filepath.ToSlash(work), "--unsafe-paths", patch)
-			apply.Dir = "."
-			if out, err := apply.CombinedOutput(); err != nil {
-				t.Fatalf("the solution does not apply to %s: %v\n%s", ex.Step, err, out)
+			if err := ApplyPatch(work, filepath.Join(ex.Name, "solution", "solution.patch")); err != nil {
+				t.Fatalf("the solution does not apply to %s: %v", ex.Step, err)
 			}
 			solved, diff, err := ex.Run("..", "./exercises/"+filepath.ToSlash(filepath.Join(work, ex.Step)))
 			if err != nil {
@@ -146,24 +141,3 @@ func main() {
 	os.Exit(1)
 }
 `
-
-func copyDir(t *testing.T, from, to string) {
-	t.Helper()
-	err := filepath.WalkDir(from, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(from, path)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(to, rel), 0o755)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(to, rel), data, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}

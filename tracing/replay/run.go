@@ -71,7 +71,14 @@ type Session struct {
 
 // Open starts the server and waits until it is idle in its first wait.
 func Open(binary string, args ...string) (*Session, error) {
-	srv, err := start(binary, true, args)
+	return OpenWith(binary, nil, args...)
+}
+
+// OpenWith is Open, and gives started the server's process as soon as it runs, before Open waits for
+// it to say where it listens: a grader sets its resource limits there, and can kill a server that
+// never gets that far.
+func OpenWith(binary string, started func(*os.Process), args ...string) (*Session, error) {
+	srv, err := start(binary, true, started, args)
 	if err != nil {
 		return nil, err
 	}

@@ -63,11 +63,12 @@ const (
 // Start runs binary with args (plus -addr 127.0.0.1:0 unless args set -addr) and waits until it says
 // where it listens.
 func Start(binary string, args ...string) (*Server, error) {
-	return start(binary, false, args)
+	return start(binary, false, nil, args)
 }
 
-// start is Start; with feed, the server also keeps the lines a session has not yet taken.
-func start(binary string, feed bool, args []string) (*Server, error) {
+// start is Start; with feed, the server also keeps the lines a session has not yet taken. started, if
+// not nil, is given the process as soon as it runs, before start waits for its address.
+func start(binary string, feed bool, started func(*os.Process), args []string) (*Server, error) {
 	if !hasFlag(args, "addr") {
 		args = append([]string{"-addr", "127.0.0.1:0"}, args...)
 	}
@@ -90,6 +91,9 @@ func start(binary string, feed bool, args []string) (*Server, error) {
 	if err != nil {
 		unix.Close(p[0])
 		return nil, err
+	}
+	if started != nil {
+		started(s.cmd.Process) // before the goroutine below can reap it: its pid is still its own
 	}
 	if err := unix.SetNonblock(p[0], true); err != nil {
 		s.Kill()

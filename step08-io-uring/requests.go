@@ -1,0 +1,169 @@
+//go:build linux
+
+package main
+
+// The loop's side of io_uring: which requests each client has in flight, kept in step with what its
+// handlers want, and the buffers the kernel reads into. Only the loop (main.go) calls these; the
+// handlers never see the ring.
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"muxlab/tracing"
+)
+
+// op is the kind of request a completion answers. userData packs it with the id of the client the
+// request is for (0: the listener, the signal pipe and the grace), and the completion brings it back.
+type op uint8
+
+const (
+	opAccept op = iota + 1
+	opRecv
+	opSend
+	opClose
+	opCancel
+	opSignal  // the read of the signal pipe
+	opGrace   // the timeout that ends the shutdown grace
+	opProvide // buffers given back to the kernel
+)
+
+func userData(id uint64, o op) uint64 { return id<<8 | uint64(o) }
+
+// The provided buffers: bufCount buffers of bufSize bytes, in one mapping. A recv in flight holds none
+// of them: the kernel takes one when bytes arrive, and the loop gives it back once the handler has
+// read it. So an idle client costs no buffer, however many there are.
+const (
+	bufGroup = 0
+	bufSize  = 4096
+	bufCount = 1024
+)
+
+// requests is the ring and what is in flight on it.
+type requests struct {
+	r        *ring
+	clients  map[uint64]*conn // by id, from accept until the completion of their close
+	lastID   uint64
+	inFlight int  // requests that will complete: the trace's enter line shows it
+	stopping bool // a signal came: nothing more is read or accepted, only what is queued is sent
+	bufs     []byte
+	next     func(c *conn) []byte // the service's: the bytes c is to receive next, from its cursor
+	err      error                // the first submission that failed: the loop stops on it
+	tr       *tracing.Recorder
+}
+
+// newRequests sets up the ring and hands the kernel every buffer.
+func newRequests(next func(c *conn) []byte, tr *tracing.Recorder) (*requests, error) {
+	r, err := newRing(4096, 16384)
+	if err != nil {
+		return nil, err
+	}
+	// Anonymous memory from mmap, not from Go's heap: the kernel writes into it whenever bytes arrive.
+	// MAP_POPULATE: all of it is resident from the start, so it does not show up later as memory
+	// that idle clients seem to cost.
+	bufs, err := unix.Mmap(-1, 0, bufSize*bufCount, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		r.free()
+		return nil, fmt.Errorf("mmap the buffers: %w", err)
+	}
+	q := &requests{r: r, clients: map[uint64]*conn{}, bufs: bufs, next: next, tr: tr}
+	q.check(r.provide(uintptr(unsafe.Pointer(&bufs[0])), bufSize, bufCount, 0, bufGroup, userData(0, opProvide)))
+	return q, q.err
+}
+
+// check keeps the first error of a submission.
+func (q *requests) check(err error) {
+	if err != nil && q.err == nil {
+		q.err = err
+	}
+}
+
+// add gives a new client its id, never used before, and keeps its trace name.
+func (q *requests) add(c *conn) {
+	q.lastID++
+	c.id, c.label = q.lastID, q.tr.NameOf(c.fd)
+	q.clients[c.id] = c
+}
+
+// follow keeps c's requests in step with what its handlers want, as step05's poller kept the interest
+// list: a recv in flight while they read from it, a send of its queue while the queue holds bytes
+// (one of each at most), and once they are finished with it, cancel and close.
+func (q *requests) follow(c *conn) {
+	if c.wantClose {
+		q.finish(c)
+		return
+	}
+	if (c.wantRead && !q.stopping || c.lingering) && !c.recving && c.held == nil {
+		q.check(q.r.recv(c.fd, bufGroup, userData(c.id, opRecv)))
+		c.recving = true
+		q.inFlight++
+		q.tr.Submit("recv", c.label, 0)
+	}
+	if c.wantWrite && c.sending == nil {
+		if p := q.next(c); len(p) > 0 {
+			q.check(q.r.send(c.fd, p, userData(c.id, opSend)))
+			c.sending = p
+			q.inFlight++
+			q.tr.Submit("send", c.label, len(p))
+		}
+	}
+}
+
+// finish closes c, whose handlers are finished with it. Closing the fd would not end a recv the
+// kernel holds (the request keeps the socket open, and no FIN would go out), and a send in flight still
+// reads c's bytes: so it first cancels them, and submits the close once both have completed.
+func (q *requests) finish(c *conn) {
+	if c.fd < 0 {
+		return // its close is submitted already
+	}
+	if !c.closing {
+		c.closing = true
+		if c.recving {
+			q.check(q.r.cancel(userData(c.id, opRecv), userData(c.id, opCancel)))
+			q.tr.Submit("cancel", "recv "+c.label, 0)
+		}
+		if c.sending != nil {
+			q.check(q.r.cancel(userData(c.id, opSend), userData(c.id, opCancel)))
+			q.tr.Submit("cancel", "send "+c.label, 0)
+		}
+	}
+	if c.recving || c.sending != nil {
+		return
+	}
+	q.check(q.r.closeFD(c.fd, userData(c.id, opClose)))
+	q.inFlight++
+	q.tr.Submit("close", c.label, 0)
+	c.fd = -1
+}
+
+// buffer returns the provided buffer a recv's completion used, or nil if it used none (an error).
+func (q *requests) buffer(cqe io_uring_cqe) []byte {
+	if cqe.flags&IORING_CQE_F_BUFFER == 0 {
+		return nil
+	}
+	id := int(cqe.flags >> IORING_CQE_BUFFER_SHIFT)
+	return q.bufs[id*bufSize : (id+1)*bufSize]
+}
+
+// giveBack returns a recv's buffer to the kernel, once the handler is done with its bytes.
+func (q *requests) giveBack(cqe io_uring_cqe) {
+	if cqe.flags&IORING_CQE_F_BUFFER == 0 {
+		return
+	}
+	id := cqe.flags >> IORING_CQE_BUFFER_SHIFT
+	q.check(q.r.provide(uintptr(unsafe.Pointer(&q.bufs[int(id)*bufSize])), bufSize, 1, uint16(id), bufGroup, userData(0, opProvide)))
+}
+
+// byID returns the clients in order of arrival: an order that is the same on every run, for the trace.
+func (q *requests) byID() []*conn {
+	var cs []*conn
+	for _, c := range q.clients {
+		cs = append(cs, c)
+	}
+	slices.SortFunc(cs, func(a, b *conn) int { return cmp.Compare(a.id, b.id) })
+	return cs
+}

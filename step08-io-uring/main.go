@@ -78,6 +78,18 @@ func main() {
 	if *trace {
 		tr = tracing.New(os.Stdout, *fds)
 	}
+	// The ring first: where io_uring is missing or refused, that is all the program says. The thread
+	// that sets it up is the one that submits (IORING_SETUP_SINGLE_ISSUER), and Go moves goroutines
+	// between threads unless told not to.
+	runtime.LockOSThread()
+	q, err := newRequests(tr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "step08-io-uring: %v\n", err)
+		if errors.Is(err, errUnavailable) {
+			os.Exit(3) // the tests skip on this status, and only on it
+		}
+		os.Exit(1)
+	}
 	ln, bound, err := listen(*addr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "step08-io-uring: %v\n", err)
@@ -95,11 +107,8 @@ func main() {
 	if *echoing {
 		svc, refusal = &echo{high: *high, low: *low, tr: tr}, "server busy: out of file descriptors, try again later\n"
 	}
-	if err := serve(ln, sig, *sndbuf, *multishot, svc, tr); err != nil {
+	if err := serve(q, ln, sig, *sndbuf, *multishot, svc, tr); err != nil {
 		fmt.Fprintf(os.Stderr, "step08-io-uring: %v\n", err)
-		if errors.Is(err, errUnavailable) {
-			os.Exit(3) // the tests skip on this status, and only on it
-		}
 		os.Exit(1)
 	}
 }
@@ -153,17 +162,11 @@ type service interface {
 	takeWoken() []*conn       // clients whose wants changed outside their own turn (a broadcast)
 }
 
-// serve is the event loop: submit an accept for the listener and a read of the signal pipe, then wait
+// serve is the event loop, on q's ring: submit an accept for the listener and a read of the signal pipe, then wait
 // for completions, hand each to the handlers of the client it is for, and submit what each client
 // wants next (requests.go). It returns when a signal has stopped it and every client is closed.
-func serve(ln, sig, sndbuf int, multishot bool, svc service, tr *tracing.Recorder) error {
-	// IORING_SETUP_SINGLE_ISSUER: every submission comes from the thread that set the ring up. Go
-	// moves goroutines between threads unless told not to.
-	runtime.LockOSThread()
-	q, err := newRequests(svc.next, tr)
-	if err != nil {
-		return err
-	}
+func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tracing.Recorder) error {
+	q.next = svc.next
 	accepting := false // an accept is in flight
 	acceptNext := func() {
 		q.check(q.r.accept(ln, multishot, userData(0, opAccept)))

@@ -57,7 +57,7 @@ type requests struct {
 }
 
 // newRequests sets up the ring and hands the kernel every buffer.
-func newRequests(next func(c *conn) []byte, tr *tracing.Recorder) (*requests, error) {
+func newRequests(tr *tracing.Recorder) (*requests, error) {
 	r, err := newRing(4096, 16384)
 	if err != nil {
 		return nil, err
@@ -70,7 +70,7 @@ func newRequests(next func(c *conn) []byte, tr *tracing.Recorder) (*requests, er
 		r.free()
 		return nil, fmt.Errorf("mmap the buffers: %w", err)
 	}
-	q := &requests{r: r, clients: map[uint64]*conn{}, bufs: bufs, next: next, tr: tr}
+	q := &requests{r: r, clients: map[uint64]*conn{}, bufs: bufs, tr: tr}
 	q.check(r.provide(uintptr(unsafe.Pointer(&bufs[0])), bufSize, bufCount, 0, bufGroup, userData(0, opProvide)))
 	return q, q.err
 }

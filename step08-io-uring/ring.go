@@ -43,27 +43,27 @@ const (
 const (
 	IOSQE_BUFFER_SELECT = 1 << 5 // sqe.flags: the kernel picks a buffer from group sqe.buf_group when data arrives
 
-	IORING_SETUP_CQSIZE         = 1 << 3  // io_uring_params.cq_entries says how big the CQ is
-	IORING_SETUP_SINGLE_ISSUER  = 1 << 12 // one thread submits: the kernel can skip some locking
-	IORING_SETUP_DEFER_TASKRUN  = 1 << 13 // finish completions only when we wait for them: fewer interruptions
-	IORING_FEAT_SINGLE_MMAP     = 1 << 0  // features: the SQ ring and the CQ ring share one mapping
-	IORING_ENTER_GETEVENTS      = 1 << 0  // io_uring_enter: wait for min_complete completions
-	IORING_OFF_SQ_RING          = 0       // mmap offsets: the rings' heads, tails and arrays
-	IORING_OFF_SQES             = 0x10000000
-	IORING_CQE_F_BUFFER         = 1 << 0 // cqe.flags: a provided buffer was used; its id is flags >> 16
-	IORING_CQE_F_MORE           = 1 << 1 // cqe.flags: a multishot request goes on and will complete again
-	IORING_CQE_BUFFER_SHIFT     = 16
-	IORING_ACCEPT_MULTISHOT     = 1 << 0 // sqe.ioprio of an accept: one submission, a completion per client
-	IOSQE_CQE_SKIP_SUCCESS      = 1 << 6 // sqe.flags: post a completion only if the request fails
+	IORING_SETUP_CQSIZE        = 1 << 3  // io_uring_params.cq_entries says how big the CQ is
+	IORING_SETUP_SINGLE_ISSUER = 1 << 12 // one thread submits: the kernel can skip some locking
+	IORING_SETUP_DEFER_TASKRUN = 1 << 13 // finish completions only when we wait for them: fewer interruptions
+	IORING_FEAT_SINGLE_MMAP    = 1 << 0  // features: the SQ ring and the CQ ring share one mapping
+	IORING_ENTER_GETEVENTS     = 1 << 0  // io_uring_enter: wait for min_complete completions
+	IORING_OFF_SQ_RING         = 0       // mmap offsets: the rings' heads, tails and arrays
+	IORING_OFF_SQES            = 0x10000000
+	IORING_CQE_F_BUFFER        = 1 << 0 // cqe.flags: a provided buffer was used; its id is flags >> 16
+	IORING_CQE_F_MORE          = 1 << 1 // cqe.flags: a multishot request goes on and will complete again
+	IORING_CQE_BUFFER_SHIFT    = 16
+	IORING_ACCEPT_MULTISHOT    = 1 << 0 // sqe.ioprio of an accept: one submission, a completion per client
+	IOSQE_CQE_SKIP_SUCCESS     = 1 << 6 // sqe.flags: post a completion only if the request fails
 )
 
 // io_uring_params is what io_uring_setup reads and fills in: sizes, flags, and where each field of the
 // rings lies in the mapping (the offsets let the kernel change the layout without breaking programs).
 type io_uring_params struct {
 	sq_entries, cq_entries, flags, sq_thread_cpu, sq_thread_idle, features, wq_fd uint32
-	resv                                                                         [3]uint32
-	sq_off                                                                       io_sqring_offsets
-	cq_off                                                                       io_cqring_offsets
+	resv                                                                          [3]uint32
+	sq_off                                                                        io_sqring_offsets
+	cq_off                                                                        io_cqring_offsets
 }
 
 type io_sqring_offsets struct {

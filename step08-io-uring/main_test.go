@@ -1,0 +1,476 @@
+//go:build linux
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"muxlab/tracing"
+	"muxlab/tracing/replay"
+	"muxlab/tracing/scenario"
+	"muxlab/tracing/tracetest"
+)
+
+func TestMain(m *testing.M) { tracetest.Main(m) }
+
+// needRing skips the test, saying why, where this kernel or container gives no io_uring (ENOSYS, or
+// EPERM from kernel.io_uring_disabled or a seccomp profile). On a machine where it works, no test skips.
+func needRing(t *testing.T) {
+	t.Helper()
+	r, err := newRing(8, 16)
+	if errors.Is(err, errUnavailable) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.free()
+}
+
+// The two ways to accept: one multishot request (the default), and one request per client.
+var modes = []struct {
+	name string
+	args []string
+}{
+	{"multishot", nil},
+	{"oneshot", []string{"-nomultishot"}},
+}
+
+// step03's echo scenarios, played on step08 -echo. slow-reader is compared only up to c2's last
+// answer: what follows depends on when the kernel acknowledges what c1 reads (see step03's tests).
+var echoScenarios = []struct{ name, until string }{
+	{"seed", ""},
+	{"half-close", ""},
+	{"queued-chunks", ""},
+	{"reset", ""},
+	{"shutdown", ""},
+	{"slow-reader", "<< c2 \"still there?\\n\"\n"},
+}
+
+// echoTranscript plays ../step03-write-queues/scenarios/NAME.txt on the step in pkg with args, and
+// returns the transcript up to until (all of it if until is "").
+func echoTranscript(t *testing.T, pkg, name, until string, args ...string) string {
+	t.Helper()
+	res := tracetest.Replay(t, pkg, filepath.Join("..", "step03-write-queues", "scenarios", name+".txt"), args...)
+	if until == "" {
+		return res.Transcript
+	}
+	i := strings.Index(res.Transcript, until)
+	if i < 0 {
+		t.Fatalf("no %q in the transcript:\n%s", until, res.Transcript)
+	}
+	return res.Transcript[:i+len(until)]
+}
+
+// The echo of step03, on io_uring: every scenario of step03 against golden transcripts
+// (testdata/echo-NAME.trace). The scenarios' expects check what each client received.
+func TestEchoScenarios(t *testing.T) {
+	needRing(t)
+	for _, sc := range echoScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			got := echoTranscript(t, ".", sc.name, sc.until, "-echo")
+			tracetest.CompareWithout(t, filepath.Join("testdata", "echo-"+sc.name+".trace"), got, leave(sc.name)...)
+		})
+	}
+}
+
+// step04's room scenarios, played on step08 (the room is its default service).
+var roomScenarios = []string{"room", "framing", "slow"}
+
+func roomTranscript(t *testing.T, pkg, name string, args ...string) string {
+	t.Helper()
+	return tracetest.Replay(t, pkg, filepath.Join("..", "step04-chat", "scenarios", name+".txt"), args...).Transcript
+}
+
+// The chat room of step04, on io_uring: every scenario of step04 against golden transcripts
+// (testdata/room-NAME.trace).
+func TestRoomScenarios(t *testing.T) {
+	needRing(t)
+	for _, name := range roomScenarios {
+		t.Run(name, func(t *testing.T) {
+			tracetest.CompareServerLines(t, filepath.Join("testdata", "room-"+name+".trace"), roomTranscript(t, ".", name))
+		})
+	}
+}
+
+// epollLines are step05's loop lines; ringLines are this step's: the requests it submits, its wait,
+// and the completions. Nothing else may change from step05 to step08.
+var (
+	epollLines = regexp.MustCompile(`^(epoll_wait|epoll_ctl|ready) `)
+	ringLines  = regexp.MustCompile(`^(submit|enter|complete) `)
+)
+
+// The instructor's diff, checked in both accept modes: on every echo scenario, step05's transcript
+// and step08's differ only in the loop's own lines. Every accept, read, queue, write and close is the
+// same, for the same action. The seed's diff is kept for the lesson.
+func TestEchoDiffFromStep05IsOnlyTheLoop(t *testing.T) {
+	needRing(t)
+	for _, sc := range echoScenarios {
+		for _, m := range modes {
+			t.Run(sc.name+"-"+m.name, func(t *testing.T) {
+				epoll := echoTranscript(t, "../step05-epoll", sc.name, sc.until, "-echo")
+				uring := echoTranscript(t, ".", sc.name, sc.until, append([]string{"-echo"}, m.args...)...)
+				if !strings.Contains(uring, "complete   recv c1 ") {
+					t.Fatal("step08's transcript has no recv completion: is it still on io_uring?")
+				}
+				tracetest.SameReactions(t, "step05 -> step08 changes more than the loop's lines", epoll, uring,
+					[]*regexp.Regexp{epollLines}, []*regexp.Regexp{ringLines})
+				if sc.name == "seed" && m.name == "multishot" {
+					// The diff the lesson quotes, without the << lines (see tracetest.Received).
+					tracetest.StoreDiff(t, "echo-seed-vs-step05.diff", epoll, uring, epollLines, ringLines)
+				}
+			})
+		}
+	}
+}
+
+// The same for the room, in both accept modes.
+func TestRoomDiffFromStep05IsOnlyTheLoop(t *testing.T) {
+	needRing(t)
+	for _, name := range roomScenarios {
+		for _, m := range modes {
+			t.Run(name+"-"+m.name, func(t *testing.T) {
+				epoll := roomTranscript(t, "../step05-epoll", name)
+				uring := roomTranscript(t, ".", name, m.args...)
+				tracetest.SameReactions(t, "step05 -> step08 changes more than the loop's lines", epoll, uring,
+					[]*regexp.Regexp{epollLines}, []*regexp.Regexp{ringLines})
+			})
+		}
+	}
+}
+
+// The lesson's code diff, kept in testdata/step05-to-step08.diff and checked against both programs,
+// so that the page cannot show a stale diff: after a change to either main.go, go test -update
+// rewrites it.
+func TestCodeDiffFromStep05(t *testing.T) {
+	old, err := os.ReadFile(filepath.Join("..", "step05-epoll", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := os.ReadFile("main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := tracetest.EditScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
+	diff := tracetest.Unified("step05-epoll/main.go", "step08-io-uring/main.go", script, 3)
+	tracetest.Compare(t, filepath.Join("testdata", "step05-to-step08.diff"), diff)
+}
+
+// SIGTERM: the server stops accepting and reading, tells the room, sends what is queued, closes every
+// member and exits 0 (as step05 does), in both accept modes.
+func TestStopTellsTheRoom(t *testing.T) {
+	needRing(t)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			s := tracetest.Open(t, ".", m.args...)
+			tracetest.Do(t, s, fmt.Sprintf(`
+connect c1
+expect-line c1 %q
+connect c2
+expect-line c2 %q
+expect-line c1 "* guest2 joined"
+signal TERM
+expect-line c1 "* the server is stopping"
+expect-line c2 "* the server is stopping"
+expect-eof c1
+expect-eof c2
+close c1
+close c2
+expect-exit 0
+`, fmt.Sprintf(welcome, "guest1"), fmt.Sprintf(welcome, "guest2")))
+			if m.name == "multishot" {
+				tracetest.Compare(t, filepath.Join("testdata", "room-stop.trace"), s.Transcript())
+			}
+		})
+	}
+}
+
+const welcome = "* welcome, %s; commands: /nick NAME, /who, /msg NAME TEXT, /quit"
+
+// A member put out for being too slow is closed by the server while the server has a recv and a send
+// in flight for it. The loop cancels both, and submits the close only once both have completed: a
+// close while the kernel still held them would leave the socket open (TestCloseDoesNotEndARecv).
+// Afterwards the server holds three sockets: the listener, c1 and c3.
+func TestCloseCancelsFirst(t *testing.T) {
+	needRing(t)
+	sc, err := os.ReadFile(filepath.Join("..", "step04-chat", "scenarios", "slow.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := tracetest.Open(t, ".", "-sndbuf", "4096", "-maxqueue", "16384")
+	tracetest.Do(t, s, strings.Replace(string(sc), "args -sndbuf 4096 -maxqueue 16384\n", "", 1))
+	var c2 []string
+	for _, l := range tracing.Lines(s.Transcript()) {
+		if f := strings.Fields(l); f[0] != "<<" && slices.Contains(f[1:min(len(f), 4)], "c2") {
+			c2 = append(c2, l)
+		}
+	}
+	want := regexp.MustCompile(`(?s)close +c2 \(too slow\)\nsubmit +cancel recv c2\nsubmit +cancel send c2\n(complete +(recv|send) c2 ECANCELED\n){2}submit +close c2\ncomplete +close c2 0\n$`)
+	if got := strings.Join(c2, "\n") + "\n"; !want.MatchString(got) {
+		t.Fatalf("c2's last lines: want its close line, the cancels, both completions, then the close:\n%s", got)
+	}
+	if n := tracetest.Sockets(t, s.Server()); n != 3 {
+		t.Errorf("the server holds %d sockets, want 3 (the listener, c1, c3)", n)
+	}
+}
+
+// Why the loop cancels before it closes, shown on a ring of the test's own: a read in flight holds
+// the socket, so closing the fd sends no FIN, and the peer goes on waiting (checked for 200 ms);
+// cancelling the read completes it with ECANCELED and lets the socket go, and the peer sees EOF.
+func TestCloseDoesNotEndARecv(t *testing.T) {
+	needRing(t)
+	runtime.LockOSThread() // the ring is IORING_SETUP_SINGLE_ISSUER
+	defer runtime.UnlockOSThread()
+	r, err := newRing(8, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.free()
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pair[1])
+	buf := make([]byte, 16)
+	if err := r.read(pair[0], buf, userData(1, opRecv)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.enter(0); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(pair[0])
+	peer := []unix.PollFd{{Fd: int32(pair[1]), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(peer, 200); n != 0 {
+		t.Fatalf("the peer saw %#x after a close with a read in flight: the close alone ended it", peer[0].Revents)
+	}
+	if err := r.cancel(userData(1, opRecv), userData(1, opCancel)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.enter(1); err != nil {
+		t.Fatal(err)
+	}
+	var results []int32
+	r.reap(func(cqe io_uring_cqe) { results = append(results, cqe.res) })
+	if len(results) != 1 || results[0] != -int32(unix.ECANCELED) {
+		t.Fatalf("completions %v, want the read's alone, with -ECANCELED (%d)", results, -int32(unix.ECANCELED))
+	}
+	if n, err := unix.Poll(peer, 5000); n != 1 || err != nil {
+		t.Fatalf("the peer saw nothing in 5 s after the cancel (%v)", err)
+	}
+	if n, err := unix.Read(pair[1], buf); n != 0 || err != nil {
+		t.Fatalf("the peer read %d, %v: want EOF", n, err)
+	}
+}
+
+// B19 stays gone: 1100 clients connect and stay; the server holds fds past 1023, and every client is
+// served, twice, in both accept modes.
+func TestB19_MoreThan1024ClientsAllServed(t *testing.T) {
+	needRing(t)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			const clients = 1100
+			s := tracetest.Open(t, ".", append([]string{"-echo"}, m.args...)...)
+			conns := tracetest.DialMany(t, s.Server().Addr, clients)
+			top := maxFD(t, s.Server().Pid())
+			if top < 1024 {
+				t.Fatalf("the server's highest fd is %d: the test proves nothing about FD_SETSIZE", top)
+			}
+			for i, c := range conns { // everyone again, all connected at once
+				if err := tracetest.RoundTrip(c, fmt.Sprintf("again %d\n", i)); err != nil {
+					t.Fatalf("client %d: %v", i+1, err)
+				}
+			}
+		})
+	}
+}
+
+// maxFD returns the highest fd process pid has open.
+func maxFD(t *testing.T, pid int) int {
+	t.Helper()
+	top := -1
+	for fd := range tracetest.OpenFDs(t, pid) {
+		top = max(top, fd)
+	}
+	return top
+}
+
+// EMFILE, in both accept modes: the server runs out of fds (the test lowers its RLIMIT_NOFILE once it
+// is up). The accept completes with EMFILE, and a multishot accept ends there: the loop takes the
+// client with the spare fd, tells it why, closes it, and submits a new accept. It does not spin (the
+// replayer sees it asleep after each action); c1, connected before, is still served; and once c1
+// leaves, its fd serves the next client.
+func TestEMFILE_RefusedClearlyNoSpinServiceResumes(t *testing.T) {
+	needRing(t)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			s := tracetest.Open(t, ".", append([]string{"-echo"}, m.args...)...)
+			srv := s.Server()
+			tracetest.Do(t, s, "connect c1\nsend c1 \"hello\\n\"\nexpect c1 \"hello\\n\"")
+			baseline := srv.OpenFDs()
+			tracetest.LimitFDs(t, srv)
+			cpu := srv.CPUTime()
+			tracetest.Do(t, s, `connect c2
+expect-line c2 "server busy: out of file descriptors, try again later"
+expect-eof c2
+send c1 "still here\n"
+expect c1 "still here\n"
+close c1
+connect c3
+send c3 "my turn\n"
+expect c3 "my turn\n"`)
+			if m.name == "multishot" {
+				tracetest.CompareServerLines(t, filepath.Join("testdata", "emfile.trace"), s.Transcript())
+			}
+			if got := srv.OpenFDs(); got != baseline {
+				t.Errorf("the server holds %d fds, want %d as before (c3 in c1's place, the spare back)", got, baseline)
+			}
+
+			// Twenty clients at once, while the fds are out: each is refused, with one accept
+			// completion each at most, and the loop goes back to sleep.
+			from := srv.Lines()
+			const rush = 20
+			var rushed []*replay.Client
+			for i := range rush {
+				c, err := replay.Dial(fmt.Sprintf("r%d", i), srv.Addr, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				rushed = append(rushed, c)
+			}
+			for i, c := range rushed {
+				if line, err := c.ReadLine(10 * time.Second); err != nil || !strings.HasPrefix(line, "server busy") {
+					t.Fatalf("rushing client %d got %q, %v", i, line, err)
+				}
+			}
+			if err := srv.Settle(from, true, replay.SettleWithin); err != nil {
+				t.Fatal(err)
+			}
+			after := strings.Join(tracing.Lines(srv.Trace())[from:], "\n")
+			if refused := strings.Count(after, "(refused: out of fds)"); refused != rush {
+				t.Errorf("%d refusals in the trace, want %d", refused, rush)
+			}
+			if completions := strings.Count(after, "complete   accept listener"); completions > rush {
+				t.Errorf("%d accept completions to refuse %d clients", completions, rush)
+			}
+			if used := srv.CPUTime() - cpu; used > 500*time.Millisecond {
+				t.Errorf("the server used %v of CPU while out of fds: it spins", used)
+			}
+		})
+	}
+}
+
+// The room, out of fds, refuses a newcomer with a notice in the room's style; the member already there
+// is still served.
+func TestEMFILE_RoomRefusesWithANotice(t *testing.T) {
+	needRing(t)
+	s := tracetest.Open(t, ".")
+	tracetest.Do(t, s, "connect c1\nexpect-line c1 \""+fmt.Sprintf(welcome, "guest1")+"\"")
+	tracetest.LimitFDs(t, s.Server())
+	tracetest.Do(t, s, `connect c2
+expect-line c2 "* the room is full: the server is out of file descriptors, try again later"
+expect-eof c2
+send c1 "/who\n"
+expect-line c1 "* in the room: guest1"`)
+}
+
+// The server holds one io_uring fd, besides the runtime's epoll fd, which must exist before the fds
+// can run out (see openRuntimePoller); and no epoll of its own.
+func TestOneRingNoEpollOfItsOwn(t *testing.T) {
+	needRing(t)
+	s := tracetest.Open(t, ".", "-echo")
+	rings, polls := 0, 0
+	for _, what := range tracetest.OpenFDs(t, s.Server().Pid()) {
+		switch what {
+		case "anon_inode:[io_uring]":
+			rings++
+		case "anon_inode:[eventpoll]":
+			polls++
+		}
+	}
+	if rings != 1 || polls != 1 {
+		t.Fatalf("the server has %d io_uring fds and %d epoll fds, want 1 and 1 (the runtime's)", rings, polls)
+	}
+}
+
+// Bad flags get one clear line and exit status 2.
+func TestFlagsAreChecked(t *testing.T) {
+	out, err := exec.Command(tracetest.Binary(t, "."), "-highwater", "1000", "-lowwater", "2000").CombinedOutput()
+	if e, ok := err.(*exec.ExitError); !ok || e.ExitCode() != 2 || !strings.Contains(string(out), "-lowwater") {
+		t.Fatalf("%v, %q: want exit status 2 and a line about -lowwater", err, out)
+	}
+}
+
+// The demo's scenarios are step05's (themselves step04's and step03's), kept as copies because
+// go:embed cannot reach ../. They must not drift.
+func TestScenarioCopies(t *testing.T) {
+	for mine, theirs := range map[string]string{
+		"scenarios/room.txt":      "../step05-epoll/scenarios/room.txt",
+		"scenarios/echo-seed.txt": "../step05-epoll/scenarios/echo-seed.txt",
+	} {
+		a, err := os.ReadFile(mine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(theirs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(a) != string(b) {
+			t.Errorf("%s is no longer a copy of %s: copy it again", mine, theirs)
+		}
+	}
+	for name, text := range map[string]string{"room.txt": roomScenario, "echo-seed.txt": echoScenario} {
+		if _, err := scenario.Parse(name, text); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// While stopping, a client that resets is ended, and the loop does not spin for the rest of the grace.
+func TestStopWhileAClientHangsUpDoesNotSpin(t *testing.T) {
+	needRing(t)
+	s := tracetest.Open(t, ".", "-echo", "-sndbuf", "4096")
+	srv := s.Server()
+	tracetest.Do(t, s, `connect c1 rcvbuf=4096
+connect c2
+send c1 20000 bytes
+send c2 "still here\n"
+expect c2 "still here\n"
+signal TERM`)
+	cpu := srv.CPUTime()
+	tracetest.Do(t, s, "reset c2")
+	if !regexp.MustCompile(`(?m)^close +c2 \(shutdown\)$`).MatchString(s.Transcript()) {
+		t.Fatalf("c2's reset during the grace was not handled:\n%s", s.Transcript())
+	}
+	tracetest.Do(t, s, "expect-exit 0")
+	if used := srv.CPUTime() - cpu; used > shutdownGrace/2 {
+		t.Errorf("the server used %v of CPU in a %v grace: it spins", used, shutdownGrace)
+	}
+}
+
+// leave returns what to leave out when comparing scenario name's transcript with its golden one: the
+// << lines (the scenario's expects have checked them), and in the shutdown scenario, where c1 never
+// reads, the turns spent writing to c1, which TCP's timing cuts up as it likes.
+func leave(name string) []*regexp.Regexp {
+	if name == "shutdown" {
+		return []*regexp.Regexp{tracetest.Received, slowReaderTurns}
+	}
+	return []*regexp.Regexp{tracetest.Received}
+}
+
+// slowReaderTurns is tracetest.SlowReaderWrites for this loop's lines: the sends to c1, their
+// completions and the waits between them.
+var slowReaderTurns = regexp.MustCompile(`^((write|unqueue|drop) +c1 |(submit|complete) +send c1 |enter )`)

@@ -167,10 +167,10 @@ type service interface {
 // wants next (requests.go). It returns when a signal has stopped it and every client is closed.
 func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tracing.Recorder) error {
 	q.next = svc.next
-	accepting := false // an accept is in flight
+	listening := op(0) // the listener's request in flight: opAccept, or opPoll while out of fds
 	acceptNext := func() {
 		q.check(q.r.accept(ln, multishot, userData(0, opAccept)))
-		accepting = true
+		listening = opAccept
 		q.inFlight++
 		tr.Submit("accept", "listener", 0)
 	}
@@ -222,7 +222,9 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 			switch {
 			case kind == opAccept:
 				tr.Complete("accept", "listener", cqe.res, more)
-				accepting = more
+				if !more {
+					listening = 0
+				}
 				if q.stopping {
 					if cqe.res >= 0 {
 						unix.Close(int(cqe.res)) // came in as the listener closed
@@ -238,7 +240,22 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 					svc.join(c)
 					q.follow(c)
 				}
-				if !accepting {
+				switch {
+				case listening != 0:
+				case cqe.res == -int32(unix.EMFILE) || cqe.res == -int32(unix.ENFILE):
+					// Out of fds, an accept fails at once, before it looks for a client: submitted
+					// again, it would fail again, forever. So the loop waits for the next client with
+					// a poll of the listener, and accepts then (with the spare fd, if still out).
+					q.check(q.r.poll(ln, userData(0, opPoll)))
+					listening = opPoll
+					q.inFlight++
+					tr.Submit("poll", "listener", 0)
+				default:
+					acceptNext()
+				}
+			case kind == opPoll:
+				tr.Complete("poll", "listener", cqe.res, false)
+				if listening = 0; !q.stopping {
 					acceptNext()
 				}
 			case kind == opSignal:
@@ -247,9 +264,9 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 					return
 				}
 				tr.Note("signal", "%s: stop accepting, send what is queued (at most %v), then exit", unix.SignalName(unix.Signal(sigByte[0])), shutdownGrace)
-				if accepting {
-					q.check(q.r.cancel(userData(0, opAccept), userData(0, opCancel)))
-					tr.Submit("cancel", "accept listener", 0)
+				if listening != 0 {
+					q.check(q.r.cancel(userData(0, listening), userData(0, opCancel)))
+					tr.Submit("cancel", map[op]string{opAccept: "accept", opPoll: "poll"}[listening]+" listener", 0)
 				}
 				unix.Close(ln) // the accept holds the socket open until its cancel completes
 				tr.Close(ln, "shutdown")

@@ -30,6 +30,7 @@ const (
 	opSignal  // the read of the signal pipe
 	opGrace   // the timeout that ends the shutdown grace
 	opProvide // buffers given back to the kernel
+	opPoll    // the listener is readable: see main.go, out of fds
 )
 
 func userData(id uint64, o op) uint64 { return id<<8 | uint64(o) }
@@ -39,8 +40,8 @@ func userData(id uint64, o op) uint64 { return id<<8 | uint64(o) }
 // read it. So an idle client costs no buffer, however many there are.
 const (
 	bufGroup = 0
-	bufSize  = 4096
-	bufCount = 1024
+	bufSize  = 64 << 10 // as step05's one buffer: a recv takes what one read took
+	bufCount = 64
 )
 
 // requests is the ring and what is in flight on it.

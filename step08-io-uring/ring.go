@@ -29,6 +29,7 @@ import (
 
 // Opcodes (enum io_uring_op): what a submission asks for.
 const (
+	IORING_OP_POLL_ADD        = 6
 	IORING_OP_TIMEOUT         = 11
 	IORING_OP_ACCEPT          = 13
 	IORING_OP_ASYNC_CANCEL    = 14
@@ -308,6 +309,18 @@ func (r *ring) cancel(target, userData uint64) error {
 	}
 	e.opcode, e.addr, e.user_data = IORING_OP_ASYNC_CANCEL, target, userData
 	e.fd, e.flags = -1, IOSQE_CQE_SKIP_SUCCESS
+	return nil
+}
+
+// poll asks for a completion once fd is readable: readiness, as a request. The loop needs it once, to
+// wait for a client while it has no fd to take one with (see main.go).
+func (r *ring) poll(fd int, userData uint64) error {
+	e, err := r.sqe()
+	if err != nil {
+		return err
+	}
+	e.opcode, e.fd, e.user_data = IORING_OP_POLL_ADD, int32(fd), userData
+	e.op_flags = unix.POLLIN // poll32_events
 	return nil
 }
 

@@ -528,3 +528,55 @@ func leave(name string) []*regexp.Regexp {
 // slowReaderTurns is tracetest.SlowReaderWrites for this loop's lines: the sends to c1, their
 // completions and the waits between them.
 var slowReaderTurns = regexp.MustCompile(`^((write|unqueue|drop) +c1 |(submit|complete) +send c1 |enter )`)
+
+// The handlers are step05's, and so are the rest of its files: only the loop (main.go, requests.go,
+// ring.go, completions.go) is new. The copies may differ from step05's only in the lines listed here.
+func TestCopiesDifferOnlyInListedLines(t *testing.T) {
+	recv := map[string]string{
+		"n, err := unix.Read(c.fd, buf)": "the kernel did the recv: the handler takes its result",
+		"n, err := c.recvResult(buf)":    "the kernel did the recv: the handler takes its result",
+	}
+	tracetest.CheckCopies(t, []tracetest.Copy{
+		{Original: "../step05-epoll/conn.go", Copy: "conn.go", Allowed: map[string]string{
+			"// they want next for the client; only the loop acts on them: it watches the socket for reading while":   "what the loop does for the wants: requests, not an interest list",
+			"// wantRead, for writing while wantWrite, and closes it once wantClose.":                                 "what the loop does for the wants",
+			"// they want next for the client; only the loop acts on them: it keeps a recv in flight while wantRead,": "what the loop does for the wants",
+			"// a send of the queue while wantWrite, and closes the socket once wantClose.":                           "what the loop does for the wants",
+			"id uint64 // never reused, unlike fd: a late completion for a closed client finds no one":                "user_data carries a client id that is never reused",
+			"label string // its name in the trace, for the completions that come after its close line":               "completions come after the close line, which forgets the fd's name",
+			"recving bool // a recv is in flight (at most one)":                                                       "at most one recv in flight",
+			"sending []byte // the bytes of the send in flight (at most one), kept reachable until it completes":      "at most one send in flight; its bytes must stay put",
+			"closing bool // its requests are being cancelled; the close comes once they have completed":              "cancel before close",
+			"held []byte // bytes a recv brought while its handlers did not read (paused): theirs once they do":       "a recv in flight may complete while the client is paused",
+			"got op // the request whose completion the handler is about to take, and its result":                     "the handler takes the completed result (completions.go)",
+			"res int32": "the result",
+			"":          "blank line before the loop's fields",
+		}},
+		{Original: "../step05-epoll/echo.go", Copy: "echo.go", Allowed: map[string]string{
+			"n, err := unix.Read(c.fd, buf)":             recv["n, err := c.recvResult(buf)"],
+			"n, err := c.recvResult(buf)":                recv["n, err := c.recvResult(buf)"],
+			"n, err := unix.Write(c.fd, c.out[c.sent:])": "the kernel did the send: the handler takes its result",
+			"n, err := c.sendResult(c.out[c.sent:])":     "the kernel did the send: the handler takes its result",
+			"if c.sending == nil { // the kernel reads out[sent:] until the send completes: move nothing under it": "a buffer must stay put until its send completes",
+			"c.out = append(c.out[:0], c.out[c.sent:]...)":                                                         "moved inside that if",
+			"c.sent = 0": "moved inside that if",
+			"}":          "the end of that if",
+			"// next is what the loop sends c: its queue from the cursor on.": "the loop submits the send, so it asks for the bytes",
+			"func (e *echo) next(c *conn) []byte { return c.out[c.sent:] }":   "the loop submits the send",
+			"": "blank line before next",
+		}},
+		{Original: "../step05-epoll/room.go", Copy: "room.go", Allowed: map[string]string{
+			"n, err := unix.Read(c.fd, buf)":         recv["n, err := c.recvResult(buf)"],
+			"n, err := c.recvResult(buf)":            recv["n, err := c.recvResult(buf)"],
+			"n, err := unix.Write(c.fd, rm.next(c))": "the kernel did the send: the handler takes its result (next still passes the skips at the cursor)",
+			"n, err := c.sendResult(rm.next(c))":     "the kernel did the send: the handler takes its result",
+		}},
+		{Original: "../step05-epoll/signals.go", Copy: "signals.go", Allowed: recv},
+		{Original: "../step05-epoll/protocol.go", Copy: "protocol.go"},
+		{Original: "../step05-epoll/accept.go", Copy: "accept.go", Allowed: map[string]string{
+			"func accept(ln int, spare *int, sndbuf int, tr *tracing.Recorder) (c *conn, more bool) {":                    "the kernel did the accept: accept serves its result",
+			"func accept(fd int, err error, ln int, spare *int, sndbuf int, tr *tracing.Recorder) (c *conn, more bool) {": "the kernel did the accept",
+			"fd, err := accept4(ln)": "the kernel did the accept",
+		}},
+	})
+}

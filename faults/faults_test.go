@@ -30,6 +30,9 @@ type target struct {
 	chat       bool   // it serves step04's chat room (else step03's echo)
 	selectLoop bool   // it waits in select: an fd past 1023 cannot be watched
 	budget     bool   // it has -readbudget (step06, edge-triggered): -readbudget N on the test's command line reaches it
+	// limitAtStart: its accept request keeps the fd limit it was submitted under (io_uring, step08),
+	// so the emfile row starts it under the lowered limit instead of lowering a running server's.
+	limitAtStart bool
 }
 
 var targets = []target{
@@ -39,6 +42,8 @@ var targets = []target{
 	{name: "step05-chat", dir: "../step05-epoll", chat: true},
 	{name: "step06-echo", dir: "../step06-edge-triggered", budget: true},
 	{name: "step06-chat", dir: "../step06-edge-triggered", chat: true, budget: true},
+	{name: "step08-echo", dir: "../step08-io-uring", limitAtStart: true},
+	{name: "step08-chat", dir: "../step08-io-uring", chat: true, limitAtStart: true},
 }
 
 // readBudget, if set (>= 0), runs step06 with -readbudget N instead of its default: -readbudget 0 is

@@ -37,6 +37,7 @@ var servers = []server{
 	{name: "step04 select", pkg: "./step04-chat", chat: []string{"-trace=false"}},
 	{name: "step05 epoll LT", pkg: "./step05-epoll", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
 	{name: "step06 epoll ET", pkg: "./step06-edge-triggered", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
+	{name: "step08 io_uring", pkg: "./step08-io-uring", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
 	{name: "baseline goroutines", pkg: "./bench/baseline/echo", echo: []string{}},
 	{name: "baseline goroutines", pkg: "./bench/baseline/chat", chat: []string{}},
 }

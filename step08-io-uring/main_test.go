@@ -580,3 +580,54 @@ func TestCopiesDifferOnlyInListedLines(t *testing.T) {
 		}},
 	})
 }
+
+// The lesson's two sequence diagrams, readiness and completion, drawn from one echo of the seed
+// scenario ("123\n" from c1) on step05 and on step08: the loop's calls to the kernel are arrows, what
+// it does in its own memory notes. Kept in testdata/*.mmd, which docs/08-io-uring.md includes.
+func TestSequenceDiagrams(t *testing.T) {
+	needRing(t)
+	for name, pkg := range map[string]string{"readiness": "../step05-epoll", "completion": "."} {
+		got := echoTranscript(t, pkg, "seed", "<< c1 \"123\\n\"\n", "-echo")
+		lines := tracing.Lines(got)
+		from := slices.Index(lines, ">> c1 send \"123\\n\"") - 1 // the wait before it
+		tracetest.Compare(t, filepath.Join("testdata", name+".mmd"), loopDiagram(lines[from:], pkg == "."))
+	}
+}
+
+// loopDiagram draws transcript lines as the client, the loop and the kernel exchange them. On a
+// completion loop, the handlers' read and write lines are no system calls: they take a result.
+func loopDiagram(lines []string, completion bool) string {
+	var b strings.Builder
+	b.WriteString("sequenceDiagram\n    participant c1 as client c1\n    participant loop as the loop (user space)\n    participant kernel\n")
+	arrow := func(format string, args ...any) { fmt.Fprintf(&b, "    "+format+"\n", args...) }
+	for _, l := range lines {
+		verb, rest, _ := strings.Cut(l, " ")
+		rest = strings.TrimSpace(rest)
+		switch verb {
+		case ">>":
+			arrow("c1->>kernel: %s", strings.TrimPrefix(rest, "c1 "))
+		case "<<":
+			arrow("kernel-->>c1: %s", strings.TrimPrefix(rest, "c1 "))
+		case "epoll_wait":
+			arrow("loop->>kernel: epoll_wait (%s)", rest)
+		case "ready":
+			arrow("kernel-->>loop: ready %s", rest)
+		case "read", "write":
+			if completion {
+				arrow("Note over loop: %s %s (the handler takes the result)", verb, rest)
+				continue
+			}
+			arrow("loop->>kernel: %s(c1)", verb)
+			arrow("kernel-->>loop: %s", strings.TrimPrefix(rest, "c1 "))
+		case "enter":
+			arrow("loop->>kernel: io_uring_enter (%s)", rest)
+		case "complete":
+			arrow("kernel-->>loop: complete %s (in the CQ)", rest)
+		case "submit":
+			arrow("Note over loop: submit %s (in the SQ)", rest)
+		case "queue", "unqueue":
+			arrow("Note over loop: %s %s", verb, rest)
+		}
+	}
+	return strings.ReplaceAll(b.String(), `"`, "#quot;")
+}

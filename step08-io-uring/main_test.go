@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -23,7 +24,59 @@ import (
 	"muxlab/tracing/tracetest"
 )
 
-func TestMain(m *testing.M) { tracetest.Main(m) }
+func TestMain(m *testing.M) {
+	if bin := os.Getenv("STEP08_EXEC_WITHOUT_IO_URING"); bin != "" {
+		execWithoutIOURing(bin) // the test binary as a helper: see TestRefusedIOURingSaysSoInOneLine
+	}
+	tracetest.Main(m)
+}
+
+// execWithoutIOURing runs bin, with this process's arguments, under a seccomp filter that refuses
+// io_uring_setup with EPERM, as a container's seccomp profile does (Docker's default refuses it). The
+// filter is installed on this thread and kept across exec.
+func execWithoutIOURing(bin string) {
+	runtime.LockOSThread()
+	filter := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr: the system call number
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_IO_URING_SETUP, Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "PR_SET_NO_NEW_PRIVS:", err)
+		os.Exit(100)
+	}
+	if err := unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&prog)), 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "PR_SET_SECCOMP:", err)
+		os.Exit(100)
+	}
+	err := unix.Exec(bin, append([]string{bin}, os.Args[1:]...), os.Environ())
+	fmt.Fprintln(os.Stderr, "exec:", err)
+	os.Exit(100)
+}
+
+// Where io_uring is refused (here by a seccomp filter, as in a container), the program says so in one
+// line, naming the error and its likely causes, and exits with status 3, before it listens.
+func TestRefusedIOURingSaysSoInOneLine(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-echo", "-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "STEP08_EXEC_WITHOUT_IO_URING="+tracetest.Binary(t, "."))
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+		t.Fatalf("exit: %v, stderr %q: want exit status 3", err, stderr.String())
+	}
+	lines := tracing.Lines(stderr.String())
+	if len(lines) != 1 || !strings.Contains(lines[0], "io_uring_setup: EPERM") || !strings.Contains(lines[0], "seccomp") {
+		t.Fatalf("stderr %q: want one line naming io_uring_setup, EPERM and seccomp", stderr.String())
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("stdout %q: want nothing (no listener, no trace)", stdout.String())
+	}
+	t.Log(lines[0])
+}
 
 // needRing skips the test, saying why, where this kernel or container gives no io_uring (ENOSYS, or
 // EPERM from kernel.io_uring_disabled or a seccomp profile). On a machine where it works, no test skips.

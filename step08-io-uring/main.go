@@ -177,11 +177,9 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 	acceptNext()
 	// A read of a nonblocking pipe completes at once with EAGAIN: the request is to wait for the byte.
 	unix.SetNonblock(sig, false)
-	sigByte := make([]byte, 1) // on the heap, and kept: the kernel writes it when a signal comes
-	q.check(q.r.read(sig, sigByte, userData(0, opSignal)))
+	q.check(q.r.read(sig, q.sigByte[:], userData(0, opSignal)))
 	q.inFlight++
 	tr.Submit("read", "signals", 0)
-	grace := new(unix.Timespec)
 	openRuntimePoller()
 	spare, err := openSpare()
 	if err != nil {
@@ -263,7 +261,7 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 				if q.stopping || cqe.res != 1 {
 					return
 				}
-				tr.Note("signal", "%s: stop accepting, send what is queued (at most %v), then exit", unix.SignalName(unix.Signal(sigByte[0])), shutdownGrace)
+				tr.Note("signal", "%s: stop accepting, send what is queued (at most %v), then exit", unix.SignalName(unix.Signal(q.sigByte[0])), shutdownGrace)
 				if listening != 0 {
 					q.check(q.r.cancel(userData(0, listening), userData(0, opCancel)))
 					tr.Submit("cancel", map[op]string{opAccept: "accept", opPoll: "poll"}[listening]+" listener", 0)
@@ -271,8 +269,8 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 				unix.Close(ln) // the accept holds the socket open until its cancel completes
 				tr.Close(ln, "shutdown")
 				stopBy = time.Now().Add(shutdownGrace)
-				*grace = unix.NsecToTimespec(int64(shutdownGrace))
-				q.check(q.r.timeout(grace, userData(0, opGrace)))
+				q.grace = unix.NsecToTimespec(int64(shutdownGrace))
+				q.check(q.r.timeout(&q.grace, userData(0, opGrace)))
 				q.inFlight++
 				tr.Submit("timeout", shutdownGrace.String(), 0)
 				q.stopping = true

@@ -52,9 +52,13 @@ type requests struct {
 	inFlight int  // requests that will complete: the trace's enter line shows it
 	stopping bool // a signal came: nothing more is read or accepted, only what is queued is sent
 	bufs     []byte
-	next     func(c *conn) []byte // the service's: the bytes c is to receive next, from its cursor
-	err      error                // the first submission that failed: the loop stops on it
-	tr       *tracing.Recorder
+	// Memory the kernel writes or reads after the submission: in a heap object, which Go never moves
+	// (a goroutine's stack moves when it grows, and a local variable may live there).
+	sigByte [1]byte              // the signal pipe's byte
+	grace   unix.Timespec        // the shutdown grace
+	next    func(c *conn) []byte // the service's: the bytes c is to receive next, from its cursor
+	err     error                // the first submission that failed: the loop stops on it
+	tr      *tracing.Recorder
 }
 
 // newRequests sets up the ring and hands the kernel every buffer.

@@ -16,7 +16,7 @@ import (
 type echo struct {
 	high, low int // backpressure: stop reading a client at high pending bytes, read again below low
 	tr        *tracing.Recorder
-	spare     []byte // the buffer of the last queue that emptied: the next queue starts in it
+	spare     [][]byte // buffers of queues that emptied: the next queues start in them (see write)
 }
 
 // read reads what c sent and queues it, to be written back when c is writable (see write).
@@ -50,8 +50,8 @@ func (e *echo) read(c *conn, buf []byte) {
 	tr.Read(c.fd, buf[:n])
 	// B5: append to the queue this client has, never start a new one. Bytes already sent are dropped
 	// first, so the queue holds only what is pending.
-	if c.out == nil {
-		c.out, e.spare = e.spare, nil // no new buffer, and so no garbage, for each echo
+	if c.out == nil && len(e.spare) > 0 {
+		c.out, e.spare = e.spare[len(e.spare)-1], e.spare[:len(e.spare)-1] // no new buffer, no garbage
 	}
 	if c.sending == nil { // the kernel reads out[sent:] until the send completes: move nothing under it
 		c.out = append(c.out[:0], c.out[c.sent:]...)
@@ -95,10 +95,11 @@ func (e *echo) write(c *conn) {
 	}
 	tr.Unqueue(c.fd, before-c.pending(), c.pending())
 	if c.pending() == 0 {
-		// An idle client holds no buffer; the echo keeps one for the next queue. Most echoes are
-		// written in the turn that queued them, so one buffer serves them all: 4 KiB echoes made
-		// 4 KiB of garbage each without it (see docs/performance.md).
-		e.spare, c.out, c.sent, c.wantWrite = c.out[:0], nil, 0, false
+		// An idle client holds no buffer; the echo keeps it for a next queue (see maxSpares).
+		if len(e.spare) < maxSpares && cap(c.out) <= maxSpare {
+			e.spare = append(e.spare, c.out[:0])
+		}
+		c.out, c.sent, c.wantWrite = nil, 0, false
 	}
 	if !c.wantRead && !c.left && c.pending() < e.low {
 		c.wantRead = true
@@ -114,6 +115,13 @@ func (e *echo) join(c *conn)       {}
 func (e *echo) endTurn()           {}
 func (e *echo) stop()              {}
 func (e *echo) takeWoken() []*conn { return nil }
+
+// The echo keeps up to maxSpares spare buffers of at most maxSpare bytes (16 MiB in all, at most).
+// step05 wrote most echoes in the turn that queued them, so one spare served them all; here every
+// queue waits for its send's completion, and as many are in flight as clients are echoing: with one
+// spare, each 4 KiB echo was 4 KiB of garbage (go run ./bench -workloads echo -cpuprofile DIR: 115%
+// of step05's CPU per message at 64 connections, growslice and the collector in the profile).
+const maxSpares, maxSpare = 1024, 16 << 10
 
 // next is what the loop sends c: its queue from the cursor on.
 func (e *echo) next(c *conn) []byte { return c.out[c.sent:] }

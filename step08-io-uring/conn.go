@@ -27,6 +27,7 @@ type conn struct {
 	sending []byte // the bytes of the send in flight (at most one), kept reachable until it completes
 	closing bool   // its requests are being cancelled; the close comes once they have completed
 	held    []byte // bytes a recv brought while its handlers did not read (paused): theirs once they do
+	starved bool   // its recv found no buffer: see requests.starve
 	got     op     // the request whose completion the handler is about to take, and its result
 	res     int32
 }

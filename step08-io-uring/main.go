@@ -292,8 +292,10 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 				buf := q.buffer(cqe)
 				tr.Complete("recv", c.label, cqe.res, false)
 				switch {
-				case c.closing || cqe.res == -int32(unix.ENOBUFS):
-					// Closing: nobody reads. ENOBUFS: every buffer was in use; the recv is asked again.
+				case cqe.res == -int32(unix.ENOBUFS) && !c.closing:
+					q.starve(c) // every buffer was in use: asked again at the end of the turn
+				case c.closing:
+					// Nobody reads it any more.
 				case c.lingering:
 					c.got, c.res = opRecv, cqe.res
 					discard(c, buf, tr)
@@ -342,6 +344,7 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 		for _, c := range svc.takeWoken() {
 			q.follow(c)
 		}
+		q.feedStarved()
 	}
 }
 

@@ -602,6 +602,7 @@ func TestCopiesDifferOnlyInListedLines(t *testing.T) {
 			"closing bool // its requests are being cancelled; the close comes once they have completed":              "cancel before close",
 			"held []byte // bytes a recv brought while its handlers did not read (paused): theirs once they do":       "a recv in flight may complete while the client is paused",
 			"got op // the request whose completion the handler is about to take, and its result":                     "the handler takes the completed result (completions.go)",
+			"starved bool // its recv found no buffer: see requests.starve":                                           "a recv that found no buffer is asked again at the end of the turn",
 			"res int32": "the result",
 			"":          "blank line before the loop's fields",
 		}},

@@ -56,6 +56,7 @@ type requests struct {
 	// (a goroutine's stack moves when it grows, and a local variable may live there).
 	sigByte [1]byte              // the signal pipe's byte
 	grace   unix.Timespec        // the shutdown grace
+	starved []*conn              // clients whose recv found no buffer (ENOBUFS), to ask again
 	next    func(c *conn) []byte // the service's: the bytes c is to receive next, from its cursor
 	err     error                // the first submission that failed: the loop stops on it
 	tr      *tracing.Recorder
@@ -102,7 +103,7 @@ func (q *requests) follow(c *conn) {
 		q.finish(c)
 		return
 	}
-	if (c.wantRead && !q.stopping || c.lingering) && !c.recving && c.held == nil {
+	if (c.wantRead && !q.stopping || c.lingering) && !c.recving && c.held == nil && !c.starved {
 		q.check(q.r.recv(c.fd, bufGroup, userData(c.id, opRecv)))
 		c.recving = true
 		q.inFlight++
@@ -143,6 +144,26 @@ func (q *requests) finish(c *conn) {
 	q.inFlight++
 	q.tr.Submit("close", c.label, 0)
 	c.fd = -1
+}
+
+// starve notes c, whose recv completed with ENOBUFS: every buffer was taken when its bytes came. Asked
+// again at once, it would fail again while the handlers still hold the buffers, and with a thousand
+// clients the loop would spend its turns on recvs that fail (step08 at 1000 connections: a third of
+// step05's messages per second). feedStarved asks again once the turn has given the buffers back.
+func (q *requests) starve(c *conn) {
+	c.starved = true
+	q.starved = append(q.starved, c)
+}
+
+// feedStarved submits a recv again for as many starved clients as there are buffers, at the end of a
+// turn: every buffer the turn's completions used is back with the kernel by then.
+func (q *requests) feedStarved() {
+	n := min(len(q.starved), bufCount)
+	for _, c := range q.starved[:n] {
+		c.starved = false
+		q.follow(c)
+	}
+	q.starved = append(q.starved[:0], q.starved[n:]...)
 }
 
 // buffer returns the provided buffer a recv's completion used, or nil if it used none (an error).

@@ -177,6 +177,9 @@ func (r *ring) sqe() (*io_uring_sqe, error) {
 		if err := r.enter(0); err != nil {
 			return nil, err
 		}
+		if r.tail-atomic.LoadUint32(r.sqHead) == uint32(len(r.sqes)) {
+			return nil, errors.New("the submission queue is full, and the kernel takes nothing (its completion queue is full)")
+		}
 	}
 	e := &r.sqes[r.tail&r.sqMask]
 	*e = io_uring_sqe{}
@@ -209,6 +212,10 @@ func (r *ring) enter(wait uint32) error {
 			return nil
 		case unix.EINTR:
 			continue
+		case unix.EBUSY:
+			// The CQ is full and completions wait in the kernel's overflow list (IORING_FEAT_NODROP):
+			// the loop must reap before the kernel takes more. Not an error.
+			return nil
 		default:
 			return fmt.Errorf("io_uring_enter: %w", errno)
 		}

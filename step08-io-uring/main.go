@@ -344,6 +344,7 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 		for _, c := range svc.takeWoken() {
 			q.follow(c)
 		}
+		q.giveAllBack()
 		q.feedStarved()
 	}
 }

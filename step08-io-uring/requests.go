@@ -54,12 +54,13 @@ type requests struct {
 	bufs     []byte
 	// Memory the kernel writes or reads after the submission: in a heap object, which Go never moves
 	// (a goroutine's stack moves when it grows, and a local variable may live there).
-	sigByte [1]byte              // the signal pipe's byte
-	grace   unix.Timespec        // the shutdown grace
-	starved []*conn              // clients whose recv found no buffer (ENOBUFS), to ask again
-	next    func(c *conn) []byte // the service's: the bytes c is to receive next, from its cursor
-	err     error                // the first submission that failed: the loop stops on it
-	tr      *tracing.Recorder
+	sigByte  [1]byte              // the signal pipe's byte
+	grace    unix.Timespec        // the shutdown grace
+	returned []uint16             // ids of the buffers the turn is done with
+	starved  []*conn              // clients whose recv found no buffer (ENOBUFS), to ask again
+	next     func(c *conn) []byte // the service's: the bytes c is to receive next, from its cursor
+	err      error                // the first submission that failed: the loop stops on it
+	tr       *tracing.Recorder
 }
 
 // newRequests sets up the ring and hands the kernel every buffer.
@@ -156,7 +157,7 @@ func (q *requests) starve(c *conn) {
 }
 
 // feedStarved submits a recv again for as many starved clients as there are buffers, at the end of a
-// turn: every buffer the turn's completions used is back with the kernel by then.
+// turn, after giveAllBack: every buffer the turn's completions used is back with the kernel by then.
 func (q *requests) feedStarved() {
 	n := min(len(q.starved), bufCount)
 	for _, c := range q.starved[:n] {
@@ -175,13 +176,29 @@ func (q *requests) buffer(cqe io_uring_cqe) []byte {
 	return q.bufs[id*bufSize : (id+1)*bufSize]
 }
 
-// giveBack returns a recv's buffer to the kernel, once the handler is done with its bytes.
+// giveBack notes that the handler is done with a recv's buffer: the turn gives it back (see giveAllBack).
 func (q *requests) giveBack(cqe io_uring_cqe) {
-	if cqe.flags&IORING_CQE_F_BUFFER == 0 {
-		return
+	if cqe.flags&IORING_CQE_F_BUFFER != 0 {
+		q.returned = append(q.returned, uint16(cqe.flags>>IORING_CQE_BUFFER_SHIFT))
 	}
-	id := cqe.flags >> IORING_CQE_BUFFER_SHIFT
-	q.check(q.r.provide(uintptr(unsafe.Pointer(&q.bufs[int(id)*bufSize])), bufSize, 1, uint16(id), bufGroup, userData(0, opProvide)))
+}
+
+// giveAllBack returns the turn's buffers to the kernel, one request for each run of consecutive ids:
+// the kernel hands buffers out in the order it was given them, so most turns need one or two. (The
+// kernel reads no request before the next io_uring_enter: giving them back earlier in the turn would
+// not make them available sooner.)
+func (q *requests) giveAllBack() {
+	slices.Sort(q.returned)
+	for i := 0; i < len(q.returned); {
+		j := i + 1
+		for j < len(q.returned) && q.returned[j] == q.returned[j-1]+1 {
+			j++
+		}
+		id := q.returned[i]
+		q.check(q.r.provide(uintptr(unsafe.Pointer(&q.bufs[int(id)*bufSize])), bufSize, j-i, id, bufGroup, userData(0, opProvide)))
+		i = j
+	}
+	q.returned = q.returned[:0]
 }
 
 // byID returns the clients in order of arrival: an order that is the same on every run, for the trace.

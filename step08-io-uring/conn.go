@@ -22,14 +22,12 @@ type conn struct {
 	*member // the room's state for this member (room.go)
 
 	id      uint64 // never reused, unlike fd: a late completion for a closed client finds no one
-	label   string // its name in the trace, for the completions that come after its close line
-	recving bool   // a recv is in flight (at most one)
 	sending []byte // the bytes of the send in flight (at most one), kept reachable until it completes
+	res     int32  // the result of the request whose completion the handler is about to take
+	got     op     // which request that was
+	recving bool   // a recv is in flight (at most one)
 	closing bool   // its requests are being cancelled; the close comes once they have completed
-	held    []byte // bytes a recv brought while its handlers did not read (paused): theirs once they do
 	starved bool   // its recv found no buffer: see requests.starve
-	got     op     // the request whose completion the handler is about to take, and its result
-	res     int32
 }
 
 // pending is how many queued bytes still have to be written.

@@ -290,7 +290,7 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 			case kind == opRecv:
 				c.recving = false
 				buf := q.buffer(cqe)
-				tr.Complete("recv", c.label, cqe.res, false)
+				tr.Complete("recv", q.label(c), cqe.res, false)
 				switch {
 				case cqe.res == -int32(unix.ENOBUFS) && !c.closing:
 					q.starve(c) // every buffer was in use: asked again at the end of the turn
@@ -302,7 +302,7 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 				case q.stopping || c.left:
 					// Nothing more is read from it, as step05 would not read it: the bytes are dropped.
 				case !c.wantRead && cqe.res > 0:
-					c.held = append([]byte(nil), buf[:cqe.res]...) // paused: kept until it reads again
+					q.held[c.id] = append([]byte(nil), buf[:cqe.res]...) // paused: kept until it reads again
 				default:
 					c.got, c.res = opRecv, cqe.res
 					svc.read(c, buf)
@@ -311,23 +311,23 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 				q.giveBack(cqe)
 			case kind == opSend:
 				c.sending = nil
-				tr.Complete("send", c.label, cqe.res, false)
+				tr.Complete("send", q.label(c), cqe.res, false)
 				if c.closing {
 					break
 				}
 				c.got, c.res = opSend, cqe.res
 				svc.write(c)
 				c.got = 0
-				if c.wantRead && c.held != nil && !c.wantClose {
+				if held := q.held[c.id]; c.wantRead && held != nil && !c.wantClose {
 					// It reads again (its queue went down): the bytes that came while it was paused.
-					held := c.held
-					c.held, c.got, c.res = nil, opRecv, int32(len(held))
+					delete(q.held, c.id)
+					c.got, c.res = opRecv, int32(len(held))
 					svc.read(c, held)
 					c.got = 0
 				}
 			case kind == opClose:
-				tr.Complete("close", c.label, cqe.res, false)
-				delete(q.clients, id)
+				tr.Complete("close", q.label(c), cqe.res, false)
+				q.forget(c)
 				return
 			}
 			if c != nil {

@@ -46,8 +46,12 @@ const (
 
 // requests is the ring and what is in flight on it.
 type requests struct {
-	r        *ring
-	clients  map[uint64]*conn // by id, from accept until the completion of their close
+	r       *ring
+	clients map[uint64]*conn // by id, from accept until the completion of their close
+	// Kept beside the clients, not in each conn: an idle client pays for neither (labels only with
+	// tracing on; held bytes only while paused), and idle clients are what a server has most of.
+	labels   map[uint64]string // each client's name in the trace
+	held     map[uint64][]byte // bytes a recv brought while the client's handlers did not read (paused)
 	lastID   uint64
 	inFlight int  // requests that will complete: the trace's enter line shows it
 	stopping bool // a signal came: nothing more is read or accepted, only what is queued is sent
@@ -77,7 +81,7 @@ func newRequests(tr *tracing.Recorder) (*requests, error) {
 		r.free()
 		return nil, fmt.Errorf("mmap the buffers: %w", err)
 	}
-	q := &requests{r: r, clients: map[uint64]*conn{}, bufs: bufs, tr: tr}
+	q := &requests{r: r, clients: map[uint64]*conn{}, labels: map[uint64]string{}, held: map[uint64][]byte{}, bufs: bufs, tr: tr}
 	q.check(r.provide(uintptr(unsafe.Pointer(&bufs[0])), bufSize, bufCount, 0, bufGroup, userData(0, opProvide)))
 	return q, q.err
 }
@@ -92,8 +96,22 @@ func (q *requests) check(err error) {
 // add gives a new client its id, never used before, and keeps its trace name.
 func (q *requests) add(c *conn) {
 	q.lastID++
-	c.id, c.label = q.lastID, q.tr.NameOf(c.fd)
+	c.id = q.lastID
 	q.clients[c.id] = c
+	if q.tr.On() {
+		q.labels[c.id] = q.tr.NameOf(c.fd)
+	}
+}
+
+// label is c's name in the trace, kept for the completions that come after its close line (which
+// forgets the name of the fd: the kernel may give the number to the next client).
+func (q *requests) label(c *conn) string { return q.labels[c.id] }
+
+// forget drops what the loop kept about c, once its close has completed.
+func (q *requests) forget(c *conn) {
+	delete(q.clients, c.id)
+	delete(q.labels, c.id)
+	delete(q.held, c.id)
 }
 
 // follow keeps c's requests in step with what its handlers want, as step05's poller kept the interest
@@ -104,18 +122,18 @@ func (q *requests) follow(c *conn) {
 		q.finish(c)
 		return
 	}
-	if (c.wantRead && !q.stopping || c.lingering) && !c.recving && c.held == nil && !c.starved {
+	if (c.wantRead && !q.stopping || c.lingering) && !c.recving && q.held[c.id] == nil && !c.starved {
 		q.check(q.r.recv(c.fd, bufGroup, userData(c.id, opRecv)))
 		c.recving = true
 		q.inFlight++
-		q.tr.Submit("recv", c.label, 0)
+		q.tr.Submit("recv", q.label(c), 0)
 	}
 	if c.wantWrite && c.sending == nil {
 		if p := q.next(c); len(p) > 0 {
 			q.check(q.r.send(c.fd, p, userData(c.id, opSend)))
 			c.sending = p
 			q.inFlight++
-			q.tr.Submit("send", c.label, len(p))
+			q.tr.Submit("send", q.label(c), len(p))
 		}
 	}
 }
@@ -131,11 +149,11 @@ func (q *requests) finish(c *conn) {
 		c.closing = true
 		if c.recving {
 			q.check(q.r.cancel(userData(c.id, opRecv), userData(c.id, opCancel)))
-			q.tr.Submit("cancel", "recv "+c.label, 0)
+			q.tr.Submit("cancel", "recv "+q.label(c), 0)
 		}
 		if c.sending != nil {
 			q.check(q.r.cancel(userData(c.id, opSend), userData(c.id, opCancel)))
-			q.tr.Submit("cancel", "send "+c.label, 0)
+			q.tr.Submit("cancel", "send "+q.label(c), 0)
 		}
 	}
 	if c.recving || c.sending != nil {
@@ -143,7 +161,7 @@ func (q *requests) finish(c *conn) {
 	}
 	q.check(q.r.closeFD(c.fd, userData(c.id, opClose)))
 	q.inFlight++
-	q.tr.Submit("close", c.label, 0)
+	q.tr.Submit("close", q.label(c), 0)
 	c.fd = -1
 }
 

@@ -240,6 +240,11 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 				}
 				switch {
 				case listening != 0:
+				case cqe.res == -int32(unix.EINVAL) && multishot:
+					// A kernel before 5.19 has no multishot accept: one request per client, then.
+					multishot = false
+					tr.Note("accept", "no multishot accept in this kernel: one request per client")
+					acceptNext()
 				case cqe.res == -int32(unix.EMFILE) || cqe.res == -int32(unix.ENFILE):
 					// Out of fds, an accept fails at once, before it looks for a client: submitted
 					// again, it would fail again, forever. So the loop waits for the next client with

@@ -31,7 +31,7 @@ type row struct {
 	bin      string             // the step program, and its flags (set for a bare row, which starts no server)
 	args     []string
 	fig      *figures // what it measured, for the soak's report
-	started  []string           // the program and flags the row's server was started with
+	started  []string // the program and flags the row's server was started with
 	// anonymous is a client's trace name that depends on the machine (how many clients it took to
 	// get there): the matrix shows it as cN.
 	anonymous string

@@ -295,6 +295,8 @@ func TestCloseCancelsFirst(t *testing.T) {
 	if got := strings.Join(c2, "\n") + "\n"; !want.MatchString(got) {
 		t.Fatalf("c2's last lines: want its close line, the cancels, both completions, then the close:\n%s", got)
 	}
+	// The lesson quotes them, from the close line on.
+	tracetest.Compare(t, filepath.Join("testdata", "close-cancels.trace"), strings.Join(c2[slices.Index(c2, "close      c2 (too slow)"):], "\n")+"\n")
 	if n := tracetest.Sockets(t, s.Server()); n != 3 {
 		t.Errorf("the server holds %d sockets, want 3 (the listener, c1, c3)", n)
 	}

@@ -162,9 +162,10 @@ type service interface {
 	takeWoken() []*conn       // clients whose wants changed outside their own turn (a broadcast)
 }
 
-// serve is the event loop, on q's ring: submit an accept for the listener and a read of the signal pipe, then wait
-// for completions, hand each to the handlers of the client it is for, and submit what each client
-// wants next (requests.go). It returns when a signal has stopped it and every client is closed.
+// serve is the event loop, on q's ring: submit an accept for the listener and a read of the signal
+// pipe, then wait for completions, hand each to the handlers of the client it is for, and submit what
+// each client wants next (requests.go). It returns when a signal has stopped it and every client is
+// closed.
 func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tracing.Recorder) error {
 	q.next = svc.next
 	listening := op(0) // the listener's request in flight: opAccept, or opPoll while out of fds
@@ -208,7 +209,6 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 		if err := q.r.enter(1); err != nil {
 			return err
 		}
-
 		// Only what has finished comes back, with its result: the bytes are read or sent already.
 		q.r.reap(func(cqe io_uring_cqe) {
 			id, kind := cqe.user_data>>8, op(cqe.user_data&0xff)
@@ -287,8 +287,7 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 					q.follow(c) // none is heard any more
 				}
 			case kind == opGrace, kind == opCancel, kind == opProvide:
-				// The grace is over (the loop's first test sees it), or a cancel or a buffer's return
-				// failed: those complete only then.
+				// The grace is over (the loop's first test sees it), or a cancel or a return failed.
 				tr.Complete(map[op]string{opGrace: "timeout", opCancel: "cancel", opProvide: "provide"}[kind], "", cqe.res, false)
 			case c == nil:
 				tr.Complete("unknown", fmt.Sprint(cqe.user_data), cqe.res, false) // a bug: shown, not hidden
@@ -299,16 +298,13 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 				switch {
 				case cqe.res == -int32(unix.ENOBUFS) && !c.closing:
 					q.starve(c) // every buffer was in use: asked again at the end of the turn
-				case c.closing:
-					// Nobody reads it any more.
+				case c.closing: // nobody reads it any more
 				case c.lingering:
 					c.got, c.res = opRecv, cqe.res
 					discard(c, buf, tr)
 				case q.stopping || c.left:
 					// Nothing more is read from it, as step05 would not read it: the bytes are dropped.
-				case !c.wantRead && cqe.res > 0:
-					q.held[c.id] = append([]byte(nil), buf[:cqe.res]...) // paused: kept until it reads again
-				default:
+				default: // not paused: a client pauses in a read or a write, when it has no recv in flight
 					c.got, c.res = opRecv, cqe.res
 					svc.read(c, buf)
 				}
@@ -323,13 +319,6 @@ func serve(q *requests, ln, sig, sndbuf int, multishot bool, svc service, tr *tr
 				c.got, c.res = opSend, cqe.res
 				svc.write(c)
 				c.got = 0
-				if held := q.held[c.id]; c.wantRead && held != nil && !c.wantClose {
-					// It reads again (its queue went down): the bytes that came while it was paused.
-					delete(q.held, c.id)
-					c.got, c.res = opRecv, int32(len(held))
-					svc.read(c, held)
-					c.got = 0
-				}
 			case kind == opClose:
 				tr.Complete("close", q.label(c), cqe.res, false)
 				q.forget(c)

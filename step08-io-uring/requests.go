@@ -48,10 +48,9 @@ const (
 type requests struct {
 	r       *ring
 	clients map[uint64]*conn // by id, from accept until the completion of their close
-	// Kept beside the clients, not in each conn: an idle client pays for neither (labels only with
-	// tracing on; held bytes only while paused), and idle clients are what a server has most of.
+	// Kept beside the clients, not in each conn, and only with tracing on: an idle client pays
+	// nothing for it, and idle clients are what a server has most of.
 	labels   map[uint64]string // each client's name in the trace
-	held     map[uint64][]byte // bytes a recv brought while the client's handlers did not read (paused)
 	lastID   uint64
 	inFlight int  // requests that will complete: the trace's enter line shows it
 	stopping bool // a signal came: nothing more is read or accepted, only what is queued is sent
@@ -81,7 +80,7 @@ func newRequests(tr *tracing.Recorder) (*requests, error) {
 		r.free()
 		return nil, fmt.Errorf("mmap the buffers: %w", err)
 	}
-	q := &requests{r: r, clients: map[uint64]*conn{}, labels: map[uint64]string{}, held: map[uint64][]byte{}, bufs: bufs, tr: tr}
+	q := &requests{r: r, clients: map[uint64]*conn{}, labels: map[uint64]string{}, bufs: bufs, tr: tr}
 	q.check(r.provide(uintptr(unsafe.Pointer(&bufs[0])), bufSize, bufCount, 0, bufGroup, userData(0, opProvide)))
 	return q, q.err
 }
@@ -111,7 +110,6 @@ func (q *requests) label(c *conn) string { return q.labels[c.id] }
 func (q *requests) forget(c *conn) {
 	delete(q.clients, c.id)
 	delete(q.labels, c.id)
-	delete(q.held, c.id)
 }
 
 // follow keeps c's requests in step with what its handlers want, as step05's poller kept the interest
@@ -122,7 +120,7 @@ func (q *requests) follow(c *conn) {
 		q.finish(c)
 		return
 	}
-	if (c.wantRead && !q.stopping || c.lingering) && !c.recving && q.held[c.id] == nil && !c.starved {
+	if (c.wantRead && !q.stopping || c.lingering) && !c.recving && !c.starved {
 		q.check(q.r.recv(c.fd, bufGroup, userData(c.id, opRecv)))
 		c.recving = true
 		q.inFlight++

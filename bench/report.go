@@ -337,7 +337,23 @@ func targets(res *results) string {
 			}
 		}
 	}
+	// step08 against step05, paired the same way: completion no dearer per message than readiness.
+	const uring, epoll = "step08 io_uring", "step05 epoll LT"
+	for _, conns := range []int{64, 1000} {
+		for _, size := range res.cfg.echoSizes {
+			c, e := res.echo[echoPoint{conns, size}][uring], res.echo[echoPoint{conns, size}][epoll]
+			if c == nil || e == nil || len(c.cpu) == 0 || len(e.cpu) == 0 {
+				continue
+			}
+			r := paired(c.cpu, e.cpu).median()
+			p("| echo %d conns × %s: step08 CPU/msg ≤ step05's | %s: %.0f%% of step05's | %s |\n", conns, bytesize(size), uring, 100*r, verdict(r <= 1))
+		}
+	}
 	top := slices.Max(res.cfg.scanIdle)
+	if c := res.scan[uring][top]; c != nil && len(c.rssPerConn) > 0 {
+		v := c.rssPerConn.median()
+		p("| idle memory ≤200 B per connection at %d | %s: %.0f B | %s |\n", top, uring, v, verdict(v <= 200))
+	}
 	for _, s := range steps {
 		if c := res.scan[s][top]; c != nil && len(c.rssPerConn) > 0 {
 			v := c.rssPerConn.median()
@@ -392,7 +408,7 @@ func targets(res *results) string {
 			sel, strings.Join(shown, " → "), strings.Trim(strings.Join(strings.Fields(fmt.Sprint(levels)), ", "), "[]"), r, verdict(rising && r >= 2))
 	}
 	if bc := res.chat[base]; bc != nil {
-		for _, s := range steps {
+		for _, s := range append(slices.Clone(steps), uring) {
 			if c := res.chat[s]; c != nil {
 				r := paired(c.rate, bc.rate).median()
 				p("| chat fan-out: at least baseline lines/s | %s: %.0f%% of baseline | %s |\n", s, 100*r, verdict(r >= 1))

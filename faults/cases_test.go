@@ -6,6 +6,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -355,7 +358,9 @@ func outOfFDs(r *row) {
 	for fds := openFDs(r.t, pid); fds[free]; free++ {
 	}
 	lim := unix.Rlimit{Cur: uint64(free), Max: uint64(free)}
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+	if r.tg.limitAtStart {
+		r.restartWithFDLimit(free)
+	} else if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
 		r.t.Fatal(err)
 	}
 	var rushed []*replay.Client
@@ -611,4 +616,30 @@ func signal(r *row, sig string) {
 		r.evidence(`^close\s+%s \(`, f.trace)
 	}
 	r.evidence(`^close\s+listener\b`)
+}
+
+// restartWithFDLimit stops the row's server and starts it again under prlimit(1) with RLIMIT_NOFILE
+// at limit, then connects g1 and g2 again: a server whose accept request was submitted before a
+// limit was lowered keeps the old one (io_uring reads it when it prepares the request), so for it
+// the limit must be there from the start, as it is in production.
+func (r *row) restartWithFDLimit(limit int) {
+	r.t.Helper()
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		r.t.Fatal("prlimit(1) (util-linux) is needed to start the server with few fds:", err)
+	}
+	r.s.Close()
+	wrapper := filepath.Join(r.t.TempDir(), filepath.Base(r.started[0]))
+	script := fmt.Sprintf("#!/bin/sh\nexec %s --nofile=%d:%d %s \"$@\"\n", prlimit, limit, limit, r.started[0])
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	s, err := replay.Open(wrapper, r.started[1:]...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { s.Close() })
+	r.s, r.srv = s, s.Server()
+	r.accepted, r.guests, r.members, r.byName = 0, 0, nil, map[string]*member{}
+	r.setup()
 }

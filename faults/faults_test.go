@@ -31,6 +31,9 @@ type target struct {
 	selectLoop bool   // it waits in select: an fd past 1023 cannot be watched
 	budget     bool   // it has -readbudget (step06, edge-triggered): -readbudget N on the test's command line reaches it
 	clock      bool   // it keeps deadlines (step07): -idle and -linetimeout
+	// limitAtStart: its accept request keeps the fd limit it was submitted under (io_uring, step08),
+	// so the emfile row starts it under the lowered limit instead of lowering a running server's.
+	limitAtStart bool
 }
 
 var targets = []target{
@@ -43,6 +46,8 @@ var targets = []target{
 	{name: "step07-echo", dir: "../step07-timers", clock: true},
 	{name: "step07-chat", dir: "../step07-timers", chat: true, clock: true},
 	{name: "step10-chat", dir: "../step10-goroutines", chat: true},
+	{name: "step08-echo", dir: "../step08-io-uring", limitAtStart: true},
+	{name: "step08-chat", dir: "../step08-io-uring", chat: true, limitAtStart: true},
 }
 
 // readBudget, if set (>= 0), runs step06 with -readbudget N instead of its default: -readbudget 0 is

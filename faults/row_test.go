@@ -31,6 +31,7 @@ type row struct {
 	bin      string             // the step program, and its flags (set for a bare row, which starts no server)
 	args     []string
 	fig      *figures // what it measured, for the soak's report
+	started  []string // the program and flags the row's server was started with
 	// anonymous is a client's trace name that depends on the machine (how many clients it took to
 	// get there): the matrix shows it as cN.
 	anonymous string
@@ -55,7 +56,7 @@ func newRow(t *testing.T, tg target, bin string, args []string, c *cell) *row {
 		}
 		s.Close()
 	})
-	return &row{t: t, tg: tg, s: s, srv: s.Server(), cell: c, byName: map[string]*member{}, fig: &figures{}}
+	return &row{t: t, tg: tg, s: s, srv: s.Server(), cell: c, byName: map[string]*member{}, fig: &figures{}, started: append([]string{bin}, args...)}
 }
 
 // do plays scenario lines (fmt-formatted); on failure it shows the end of the transcript.

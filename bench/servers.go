@@ -38,8 +38,8 @@ var servers = []server{
 	{name: "step05 epoll LT", pkg: "./step05-epoll", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
 	{name: "step06 epoll ET", pkg: "./step06-edge-triggered", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
 	{name: "step07 timers", pkg: "./step07-timers", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
-	{name: "step10 goroutines", pkg: "./step10-goroutines", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
 	{name: "step08 io_uring", pkg: "./step08-io-uring", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
+	{name: "step10 goroutines", pkg: "./step10-goroutines", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
 	{name: "baseline goroutines", pkg: "./bench/baseline/echo", echo: []string{}},
 	{name: "baseline goroutines", pkg: "./bench/baseline/chat", chat: []string{}},
 }

@@ -45,9 +45,9 @@ var targets = []target{
 	{name: "step06-chat", dir: "../step06-edge-triggered", chat: true, budget: true},
 	{name: "step07-echo", dir: "../step07-timers", clock: true},
 	{name: "step07-chat", dir: "../step07-timers", chat: true, clock: true},
-	{name: "step10-chat", dir: "../step10-goroutines", chat: true},
 	{name: "step08-echo", dir: "../step08-io-uring", limitAtStart: true},
 	{name: "step08-chat", dir: "../step08-io-uring", chat: true, limitAtStart: true},
+	{name: "step10-chat", dir: "../step10-goroutines", chat: true},
 }
 
 // readBudget, if set (>= 0), runs step06 with -readbudget N instead of its default: -readbudget 0 is

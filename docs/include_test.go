@@ -94,6 +94,9 @@ func source(path, kind, name string) (string, string, error) {
 	if strings.HasSuffix(path, ".go") {
 		lang = "go"
 	}
+	if strings.HasSuffix(path, ".mmd") {
+		lang = "mermaid" // a diagram a test drew (step09's loops)
+	}
 	switch kind {
 	case "":
 		return string(data), lang, nil

@@ -31,6 +31,8 @@ type target struct {
 	selectLoop bool   // it waits in select: an fd past 1023 cannot be watched
 	budget     bool   // it has -readbudget (step06, edge-triggered): -readbudget N on the test's command line reaches it
 	clock      bool   // it keeps deadlines (step07): -idle and -linetimeout
+
+	args []string // flags of its own (step09: how many loops)
 }
 
 var targets = []target{
@@ -42,6 +44,9 @@ var targets = []target{
 	{name: "step06-chat", dir: "../step06-edge-triggered", chat: true, budget: true},
 	{name: "step07-echo", dir: "../step07-timers", clock: true},
 	{name: "step07-chat", dir: "../step07-timers", chat: true, clock: true},
+	{name: "step09-echo", dir: "../step09-multicore", args: []string{"-loops", "2"}},
+	{name: "step09-chat", dir: "../step09-multicore", chat: true, args: []string{"-loops", "2"}},
+	{name: "step09-chat-4", dir: "../step09-multicore", chat: true, args: []string{"-loops", "4"}},
 }
 
 // readBudget, if set (>= 0), runs step06 with -readbudget N instead of its default: -readbudget 0 is
@@ -92,7 +97,7 @@ func prepare(t *testing.T, tg target) (bin string, args []string, missing notYet
 	}
 	p.bin = bin
 	flags := flagNames(p.bin)
-	p.args = slices.Clone(serverArgs)
+	p.args = append(slices.Clone(serverArgs), tg.args...)
 	if et {
 		if !flags["et"] {
 			p.missing = notYet(filepath.Base(tg.dir) + " does not exist there, nor step05 -et")
@@ -361,7 +366,7 @@ var (
 // firstMatch returns the first line of trace that re matches, or "".
 func firstMatch(trace string, re *regexp.Regexp) string {
 	for _, l := range tracing.Lines(trace) {
-		if re.MatchString(l) {
+		if l = unloop(l); re.MatchString(l) {
 			return l
 		}
 	}
@@ -372,12 +377,18 @@ func firstMatch(trace string, re *regexp.Regexp) string {
 func countMatches(trace string, re *regexp.Regexp) int {
 	n := 0
 	for _, l := range tracing.Lines(trace) {
-		if re.MatchString(l) {
+		if re.MatchString(unloop(l)) {
 			n++
 		}
 	}
 	return n
 }
+
+// unloop takes the loop off a line of a server with several loops (step09: "L1 read c2 ..."), so that
+// the rows read its trace as any other step's.
+func unloop(line string) string { return loopPrefix.ReplaceAllString(line, "") }
+
+var loopPrefix = regexp.MustCompile(`^L[0-9]+ `)
 
 // shortTranscript keeps the end of a transcript for a failure message, with long lines cut.
 func shortTranscript(s string) string {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -347,4 +348,75 @@ func TestCopiesDifferOnlyInListedLines(t *testing.T) {
 			"rm.share(from, line)":                                                                  "a line said here is posted once to every other loop (span.go)",
 		}},
 	})
+}
+
+// The lesson's picture of the loops, drawn from what a run of the span scenario did: what each loop's
+// epoll instance watched (its epoll_ctl ADD lines), the clients loop 0 dealt to the other (pass), and
+// the posts from each loop to another's inbox. Kept in testdata/loops.mmd, which
+// docs/09-multicore.md includes.
+func TestLoopsDiagram(t *testing.T) {
+	res := tracetest.Replay(t, ".", filepath.Join("scenarios", "span.txt"))
+	tracetest.Compare(t, filepath.Join("testdata", "loops.mmd"), loopDiagram(res.Transcript))
+}
+
+// loopDiagram draws a mermaid flowchart of the loops in a transcript. It reads only what each loop
+// did, never how the loops' lines interleave, so the same scenario draws the same picture every run.
+func loopDiagram(transcript string) string {
+	var loops []string
+	watched := map[string][]string{}  // loop -> what its epoll instance watched, in order
+	dealt := map[[2]string][]string{} // from, to -> clients
+	posts := map[[2]string]int{}      // from, to -> posts
+	for _, l := range tracing.Lines(transcript) {
+		f := strings.Fields(l)
+		if len(f) < 3 || !regexp.MustCompile(`^L[0-9]+$`).MatchString(f[0]) {
+			continue
+		}
+		loop := f[0]
+		if _, ok := watched[loop]; !ok {
+			loops = append(loops, loop)
+			watched[loop] = nil
+		}
+		switch {
+		case f[1] == "epoll_ctl" && f[2] == "ADD":
+			watched[loop] = append(watched[loop], f[3])
+		case f[1] == "pass" && len(f) == 5:
+			dealt[[2]string{loop, f[4]}] = append(dealt[[2]string{loop, f[4]}], f[2])
+		case f[1] == "post":
+			posts[[2]string{loop, f[2]}]++
+		}
+	}
+	slices.Sort(loops)
+	var b strings.Builder
+	b.WriteString("flowchart LR\n")
+	for _, loop := range loops {
+		fmt.Fprintf(&b, "    subgraph %s [\"%s: one thread, one epoll instance\"]\n", loop, loop)
+		var clients []string
+		for _, name := range watched[loop] {
+			switch name {
+			case "inbox":
+				fmt.Fprintf(&b, "        %s_inbox[(\"inbox (eventfd)\")]\n", loop)
+			case "listener", "signals":
+				fmt.Fprintf(&b, "        %s_%s[%s]\n", loop, name, name)
+			default:
+				clients = append(clients, name)
+			}
+		}
+		fmt.Fprintf(&b, "        %s_clients[\"its clients: %s\"]\n", loop, strings.Join(clients, " "))
+		b.WriteString("    end\n")
+	}
+	for _, from := range loops {
+		for _, to := range loops {
+			if cs := dealt[[2]string{from, to}]; len(cs) > 0 {
+				fmt.Fprintf(&b, "    %s_listener -->|\"deals %s\"| %s_inbox\n", from, strings.Join(cs, " "), to)
+			}
+			if posts[[2]string{from, to}] > 0 {
+				fmt.Fprintf(&b, "    %s_clients -->|lines for the room| %s_inbox\n", from, to)
+			}
+		}
+	}
+	b.WriteString("    registry[(\"registry of names (mutex)\")]\n")
+	for _, loop := range loops {
+		fmt.Fprintf(&b, "    %s_clients -.- registry\n", loop)
+	}
+	return b.String()
 }

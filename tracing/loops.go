@@ -2,7 +2,9 @@ package tracing
 
 import (
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -45,4 +47,36 @@ func (r *Recorder) Adopt(fd int, name, from string) {
 		return
 	}
 	r.line("adopt", r.Name(fd, name)+" from "+from)
+}
+
+// ByLoop puts a transcript of several loops in one order, whatever the interleaving of the run: in each
+// stretch of server lines between two lines of the clients (">>", "<<"), the lines of L0 come first,
+// then those of L1, and so on, each loop's in the order it wrote them. What each loop did for each
+// action is all a test can ask of loops that run at once, and all this keeps. A transcript of one loop
+// without prefixes comes back as it was.
+func ByLoop(transcript string) string {
+	lines := Lines(transcript)
+	loopOf := func(l string) int {
+		if len(l) < 3 || l[0] != 'L' {
+			return -1
+		}
+		n, rest, ok := strings.Cut(l[1:], " ")
+		i, err := strconv.Atoi(n)
+		if !ok || err != nil || rest == "" {
+			return -1
+		}
+		return i
+	}
+	for start := 0; start < len(lines); {
+		end := start
+		for end < len(lines) && !strings.HasPrefix(lines[end], ">> ") && !strings.HasPrefix(lines[end], "<< ") {
+			end++
+		}
+		slices.SortStableFunc(lines[start:end], func(a, b string) int { return loopOf(a) - loopOf(b) })
+		start = end + 1
+	}
+	if len(lines) == 0 || !strings.HasSuffix(transcript, "\n") {
+		return strings.Join(lines, "\n")
+	}
+	return strings.Join(lines, "\n") + "\n"
 }

@@ -296,3 +296,17 @@ L1 read       c1 3 bytes "hi\n"
 		t.Fatalf("trace (-want +got):\n%s", d)
 	}
 }
+
+// ByLoop gives two interleavings of the same loops' lines one order, and leaves the clients' lines,
+// and a transcript of one loop, where they were.
+func TestByLoopOrdersEachStretchByLoop(t *testing.T) {
+	a := ">> c1 send \"hi\\n\"\nL1 ready      inbox=IN\nL0 read       c1 3 bytes \"hi\\n\"\nL1 deliver    from L0 \"hi\"\nL0 post       L1 1 message(s)\n<< c2 \"hi\\n\"\nL0 epoll_wait interest=4\n"
+	b := ">> c1 send \"hi\\n\"\nL0 read       c1 3 bytes \"hi\\n\"\nL0 post       L1 1 message(s)\nL1 ready      inbox=IN\nL1 deliver    from L0 \"hi\"\n<< c2 \"hi\\n\"\nL0 epoll_wait interest=4\n"
+	if tracing.ByLoop(a) != b || tracing.ByLoop(b) != b {
+		t.Fatalf("ByLoop(a) =\n%s\nByLoop(b) =\n%s\nwant both\n%s", tracing.ByLoop(a), tracing.ByLoop(b), b)
+	}
+	one := ">> c1 send \"hi\\n\"\nready      c1=IN\nread       c1 3 bytes \"hi\\n\"\n<< c1 \"hi\\n\"\n"
+	if got := tracing.ByLoop(one); got != one {
+		t.Fatalf("one loop's transcript changed:\n%s", got)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "embed"
@@ -252,6 +253,9 @@ func (l *loop) serve(sndbuf int) error {
 			return fmt.Errorf("epoll_wait: %w", err)
 		}
 		tr.EpollReady(events[:n])
+		if !p.stopping && stopping.Load() != 0 {
+			stopBy = l.stop(p) // another loop heard the signal first: read nothing more from now on
+		}
 
 		// Only what is ready comes back: no list to rebuild, no scan over every client.
 		for _, ev := range events[:n] {
@@ -283,22 +287,8 @@ func (l *loop) serve(sndbuf int) error {
 			case fd == sig && !p.stopping:
 				var b [1]byte
 				unix.Read(sig, b[:])
-				tr.Note("signal", "%s: stop accepting, send what is queued (at most %v), then exit", unix.SignalName(unix.Signal(b[0])), shutdownGrace)
-				if ln >= 0 {
-					p.remove(ln)
-					unix.Close(ln)
-					tr.Close(ln, "shutdown")
-				}
-				p.remove(sig)
-				stopBy = time.Now().Add(shutdownGrace)
-				p.stopping = true
-				svc.stop()
-				for _, c := range p.byFD() {
-					if !c.wantWrite && !c.wantClose {
-						linger(c, tr) // everything is sent: close gently (signals.go)
-					}
-					p.follow(c) // none is heard any more
-				}
+				stopping.CompareAndSwap(0, int32(b[0]))
+				stopBy = l.stop(p)
 			case fd < len(p.clients) && p.clients[fd].c != nil:
 				c := p.clients[fd].c
 				switch {
@@ -329,6 +319,33 @@ func (l *loop) serve(sndbuf int) error {
 		}
 		l.mail.flush(tr) // what this turn has for the other loops: one post to each
 	}
+}
+
+// stopping is the signal that stops the server, once one has come (0 until then). Every loop hears the
+// signal on its own pipe, each in its own time; the first to hear it sets this, and every loop looks
+// at it after each wait, so that no loop reads a client after another has stopped reading.
+var stopping atomic.Int32
+
+// stop begins this loop's shutdown: it stops accepting and reading, tells its part of the room, and
+// closes gently every client that has been sent everything. It returns when to give up on the rest.
+func (l *loop) stop(p *poller) (stopBy time.Time) {
+	tr := l.tr
+	tr.Note("signal", "%s: stop accepting, send what is queued (at most %v), then exit", unix.SignalName(unix.Signal(stopping.Load())), shutdownGrace)
+	if l.ln >= 0 {
+		p.remove(l.ln)
+		unix.Close(l.ln)
+		tr.Close(l.ln, "shutdown")
+	}
+	p.remove(l.sig)
+	p.stopping = true
+	l.svc.stop()
+	for _, c := range p.byFD() {
+		if !c.wantWrite && !c.wantClose {
+			linger(c, tr) // everything is sent: close gently (signals.go)
+		}
+		p.follow(c) // none is heard any more
+	}
+	return time.Now().Add(shutdownGrace)
 }
 
 // dealTo returns the loop that is to serve the next client this loop accepts: itself with -reuseport

@@ -115,6 +115,7 @@ func (m *mail) flush(tr *tracing.Recorder) {
 		if len(msgs) == 0 {
 			continue
 		}
+		tr.Note("post", "L%d %d message(s)", to, len(msgs)) // before the post: the trace shows cause before effect
 		if !m.inboxes[to].post(msgs) {
 			for _, msg := range msgs {
 				if msg.c != nil {
@@ -122,8 +123,6 @@ func (m *mail) flush(tr *tracing.Recorder) {
 					tr.Note("close", "%s (shutdown: L%d has stopped)", msg.name, to)
 				}
 			}
-		} else {
-			tr.Note("post", "L%d %d message(s)", to, len(msgs))
 		}
 		clear(msgs) // no pointers kept alive by a slice that is reused
 		m.out[to] = msgs[:0]

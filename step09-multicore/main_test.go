@@ -33,6 +33,13 @@ func TestMain(m *testing.M) { tracetest.Main(m) }
 func TestSpanScenario(t *testing.T) {
 	res := tracetest.Replay(t, ".", filepath.Join("scenarios", "span.txt"))
 	tracetest.ComparePerLoop(t, filepath.Join("testdata", "span.trace"), res.Transcript)
+	// For the lesson: one line said on L0, as each loop handled it.
+	from := strings.Index(res.Transcript, ">> c1 send \"hello from loop 0\\n\"\n")
+	to := strings.Index(res.Transcript, ">> c3 send \"/nick bob\\n\"\n")
+	if from < 0 || to < from {
+		t.Fatalf("no line from c1 followed by c3's /nick in the transcript:\n%s", res.Transcript)
+	}
+	tracetest.ComparePerLoop(t, filepath.Join("testdata", "span-hello.trace"), res.Transcript[from:to])
 }
 
 // step04's room scenarios and step03's echo scenarios, on two loops, against golden transcripts

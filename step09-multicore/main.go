@@ -273,9 +273,15 @@ func (l *loop) serve(sndbuf int) error {
 					}
 				}
 			case fd == l.inbox.efd:
-				taken = l.inbox.take(taken)
+				var wasFull, room bool
+				taken, wasFull = l.inbox.take(taken)
+				if wasFull {
+					l.mail.sendOthers(message{room: true}) // whoever stopped reading for it may read again
+				}
 				for _, m := range taken {
-					if m.c == nil && !p.stopping {
+					if m.room {
+						room = true
+					} else if m.c == nil && !p.stopping {
 						svc.deliver(m) // a line from another loop
 					} else if m.c != nil {
 						tr.Adopt(m.c.fd, m.name, fmt.Sprint("L", m.from)) // a client dealt to this loop
@@ -288,6 +294,9 @@ func (l *loop) serve(sndbuf int) error {
 					}
 				}
 				clear(taken) // no pointers kept alive by a slice that is reused
+				if room && p.deaf && !l.mail.anyFull() {
+					l.hear(p, false)
+				}
 			case fd == sig && !p.stopping:
 				var b [1]byte
 				unix.Read(sig, b[:])
@@ -298,7 +307,7 @@ func (l *loop) serve(sndbuf int) error {
 				switch {
 				case c.lingering && ev.Events&readEvents != 0:
 					discard(c, buf, tr)
-				case c.wantRead && !p.stopping && ev.Events&readEvents != 0:
+				case c.wantRead && !p.stopping && !p.deaf && ev.Events&readEvents != 0:
 					svc.read(c, buf)
 				}
 				// Write when epoll says c is writable, and also when c's queue has just filled and epoll
@@ -321,7 +330,9 @@ func (l *loop) serve(sndbuf int) error {
 		for _, c := range svc.takeWoken() {
 			p.follow(c)
 		}
-		l.mail.flush(tr) // what this turn has for the other loops: one post to each
+		if l.mail.flush(tr) && !p.deaf { // what this turn has for the other loops: one post to each
+			l.hear(p, true)
+		}
 	}
 }
 
@@ -350,6 +361,19 @@ func (l *loop) stop(p *poller) (stopBy time.Time) {
 		p.follow(c) // none is heard any more
 	}
 	return time.Now().Add(shutdownGrace)
+}
+
+// hear stops reading every client of the loop (deaf: another loop's inbox is full), or starts again.
+func (l *loop) hear(p *poller, deaf bool) {
+	p.deaf = deaf
+	if deaf {
+		l.tr.Note("pause", "reading every client: an inbox holds more than %d bytes", inboxLimit)
+	} else {
+		l.tr.Note("resume", "reading: the inboxes have room")
+	}
+	for _, c := range p.byFD() {
+		p.follow(c)
+	}
 }
 
 // dealTo returns the loop that is to serve the next client this loop accepts: itself with -reuseport

@@ -21,6 +21,7 @@ type poller struct {
 	ep       int
 	clients  []watched // clients[fd]: the client on fd, if any
 	stopping bool      // a signal came: nothing more is read or accepted, only what is queued is sent
+	deaf     bool      // another loop's inbox is full: no client is read until it has room (inbox.go)
 	tr       *tracing.Recorder
 }
 
@@ -52,7 +53,7 @@ const (
 // loop for nothing.
 func (p *poller) interest(c *conn) uint32 {
 	var events uint32
-	if c.wantRead && !p.stopping || c.lingering {
+	if c.wantRead && !p.stopping && !p.deaf || c.lingering {
 		events |= unix.EPOLLIN | unix.EPOLLRDHUP
 	}
 	if c.wantWrite {

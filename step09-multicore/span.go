@@ -2,6 +2,8 @@
 
 package main
 
+import "muxlab/tracing"
+
 // The room across the loops: each loop holds the members it owns, in its own room (room.go), and
 // the parts meet only through the registry of names and the loops' inboxes.
 
@@ -35,7 +37,9 @@ func (rm *room) whisper(to entry, line string) {
 // for, if it is still here (it may have left since).
 func (rm *room) deliver(m message) {
 	if m.to == 0 {
-		rm.tr.Note("deliver", "from L%d %q", m.from, m.line)
+		if rm.tr.On() {
+			rm.tr.Note("deliver", "from L%d %s", m.from, tracing.Quote([]byte(m.line)))
+		}
 		rm.broadcast(nil, m.line)
 		return
 	}

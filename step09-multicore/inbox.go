@@ -24,6 +24,7 @@ type message struct {
 	c    *conn  // a client the acceptor dealt to this loop, or nil
 	name string // the dealt client's name in the trace
 	to   int    // a private line's member (its registry id); 0: a line for every member
+	at   int    // a line for every member: the room's clock when it was said (registry.go)
 	line string
 	room bool // the sender's inbox, full before, has room again: read the clients again
 }

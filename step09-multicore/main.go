@@ -126,10 +126,6 @@ func main() {
 		}
 		all[i] = l
 	}
-	// Go runs Go code on at most GOMAXPROCS threads at once (the number of CPUs, by default). A loop
-	// that wakes in epoll_wait must first get one of those slots back from the runtime; with a slot
-	// for every loop, and one for the runtime's own goroutines, each loop is simply a thread, as in C.
-	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), *loops+1))
 	var running sync.WaitGroup
 	for _, l := range all {
 		running.Go(func() {

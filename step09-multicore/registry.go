@@ -11,13 +11,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 type registry struct {
 	mu      sync.Mutex
-	members []entry // in order of arrival
-	guests  int     // default names handed out so far: guest1, guest2, ...
-	ids     int     // ids handed out so far
+	members []entry      // in order of arrival
+	guests  int          // default names handed out so far: guest1, guest2, ...
+	clock   atomic.Int64 // counts joins and lines said, across the loops: see tick
 }
 
 // An entry is one member: its id (never reused), the loop that owns it, and its name.
@@ -35,10 +36,15 @@ func (r *registry) guest(loop int) (id int, name string) {
 		r.guests++
 		name = fmt.Sprintf("guest%d", r.guests)
 	}
-	r.ids++
-	r.members = append(r.members, entry{id: r.ids, loop: loop, name: name})
-	return r.ids, name
+	id = r.tick()
+	r.members = append(r.members, entry{id: id, loop: loop, name: name})
+	return id, name
 }
+
+// tick returns the next reading of the room's clock: a member's id is the clock at its join, and a
+// line shared with the other loops carries the clock at the moment it was said. A loop that delivers
+// a line skips the members whose id is later: they joined after it was said.
+func (r *registry) tick() int { return int(r.clock.Add(1)) }
 
 // rename gives member id the name, unless another member holds it.
 func (r *registry) rename(id int, name string) bool {

@@ -20,7 +20,7 @@ type part struct {
 // another loop) stays here: every loop says its own "stopping", and a line is shared once.
 func (p *part) share(from *conn, line string) {
 	if from != nil {
-		p.mail.sendOthers(message{line: line})
+		p.mail.sendOthers(message{line: line, at: p.names.tick()})
 	}
 }
 
@@ -33,14 +33,24 @@ func (rm *room) whisper(to entry, line string) {
 	rm.deliver(message{from: rm.loop, to: to.id, line: line})
 }
 
-// deliver says a line from another loop to this loop's members: to all of them, or to the one it is
-// for, if it is still here (it may have left since).
+// deliver says a line from another loop to this loop's members: to all of them that were in the room
+// when it was said (broadcast's loop, with the members who joined since skipping it, as a member skips
+// its own lines), or to the one it is for, if it is still here (it may have left since).
 func (rm *room) deliver(m message) {
 	if m.to == 0 {
 		if rm.tr.On() {
 			rm.tr.Note("deliver", "from L%d %s", m.from, tracing.Quote([]byte(m.line)))
 		}
-		rm.broadcast(nil, m.line)
+		at := rm.head()
+		rm.log = append(append(rm.log, m.line...), '\n')
+		n := len(m.line) + 1
+		for _, c := range rm.members {
+			if c.left || c.id > m.at {
+				c.skip(at, n)
+			} else {
+				rm.queued(c, n)
+			}
+		}
 		return
 	}
 	for _, c := range rm.members {

@@ -238,8 +238,8 @@ func scanShow(cells map[int]*scanCell, level int, f func(*scanCell) sample, form
 // covers all counts for the servers that held them all. Lines have no legend in mermaid: the caption
 // names them by colour, from the palette set at the top of each chart.
 func scanCharts(res *results) string {
-	colours := []string{"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"}
-	names := []string{"red", "blue", "green", "orange", "purple", "brown"}
+	colours := []string{"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"}
+	names := []string{"red", "blue", "green", "orange", "purple", "brown", "pink", "grey", "olive", "cyan"}
 	heldAll := func(name string, levels []int) bool {
 		for _, l := range levels {
 			if c := res.scan[name][l]; c == nil || c.refused > 0 || len(c.cpu) == 0 {

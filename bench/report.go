@@ -238,8 +238,8 @@ func scanShow(cells map[int]*scanCell, level int, f func(*scanCell) sample, form
 // covers all counts for the servers that held them all. Lines have no legend in mermaid: the caption
 // names them by colour, from the palette set at the top of each chart.
 func scanCharts(res *results) string {
-	colours := []string{"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"}
-	names := []string{"red", "blue", "green", "orange", "purple", "brown", "pink", "grey", "olive", "cyan"}
+	colours := []string{"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aec7e8"}
+	names := []string{"red", "blue", "green", "orange", "purple", "brown", "pink", "grey", "olive", "cyan", "black", "light blue"}
 	heldAll := func(name string, levels []int) bool {
 		for _, l := range levels {
 			if c := res.scan[name][l]; c == nil || c.refused > 0 || len(c.cpu) == 0 {
@@ -259,6 +259,7 @@ func scanCharts(res *results) string {
 		if len(who) == 0 || len(levels) < 2 {
 			return
 		}
+		who = who[:min(len(who), len(colours))] // a chart of more lines than colours would not be read anyway
 		top := 0.0
 		for _, n := range who {
 			for _, l := range levels {

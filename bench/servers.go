@@ -39,6 +39,10 @@ var servers = []server{
 	{name: "step06 epoll ET", pkg: "./step06-edge-triggered", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
 	{name: "step07 timers", pkg: "./step07-timers", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
 	{name: "step08 io_uring", pkg: "./step08-io-uring", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
+	{name: "step09 1 loop", pkg: "./step09-multicore", echo: []string{"-trace=false", "-echo", "-loops=1"}, chat: []string{"-trace=false", "-loops=1"}},
+	{name: "step09 2 loops", pkg: "./step09-multicore", echo: []string{"-trace=false", "-echo", "-loops=2"}, chat: []string{"-trace=false", "-loops=2"}},
+	{name: "step09 4 loops", pkg: "./step09-multicore", chat: []string{"-trace=false", "-loops=4"}}, // the exactly-once check with 4 loops
+	{name: "step09 2 loops reuseport", pkg: "./step09-multicore", echo: []string{"-trace=false", "-echo", "-loops=2", "-reuseport"}, chat: []string{"-trace=false", "-loops=2", "-reuseport"}},
 	{name: "step10 goroutines", pkg: "./step10-goroutines", echo: []string{"-trace=false", "-echo"}, chat: []string{"-trace=false"}},
 	{name: "baseline goroutines", pkg: "./bench/baseline/echo", echo: []string{}},
 	{name: "baseline goroutines", pkg: "./bench/baseline/chat", chat: []string{}},

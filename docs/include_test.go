@@ -95,7 +95,7 @@ func source(path, kind, name string) (string, string, error) {
 		lang = "go"
 	}
 	if strings.HasSuffix(path, ".mmd") {
-		lang = "mermaid" // a diagram a test drew (step08's testdata/*.mmd)
+		lang = "mermaid" // a diagram a test drew (step08's sequence diagrams, step09's loops)
 	}
 	switch kind {
 	case "":

@@ -498,3 +498,33 @@ func TestRecipe07_Deadlines(t *testing.T) {
 		t.Fatalf("the silent member's nc exited with status %d, want 0 once the server closed (stderr: %q)", status, silent.stderr())
 	}
 }
+
+// Lesson 09: two members dealt to two loops; a line said on L0 reaches the member on L1 through L1's
+// inbox, the trace says so with each line's loop, /who lists both, and a member who leaves on L0 is
+// told on L1.
+func TestRecipe09_TwoLoops(t *testing.T) {
+	needNC(t)
+	cmds := recipe(t, "09-multicore.md", "loops")
+	if len(cmds) != 3 {
+		t.Fatalf("recipe has %d commands, want 3 (the server, two members): %q", len(cmds), cmds)
+	}
+	srv, port := server(t, cmds[0])
+	first := start(t, client(t, cmds[1], port))
+	first.waitLine(t, `^\* welcome, guest1;`)
+	second := start(t, client(t, cmds[2], port))
+	second.waitLine(t, `^\* welcome, guest2;`)
+	first.waitLine(t, `^\* guest2 joined$`)
+	fmt.Fprintln(first.stdin, "hello, other loop")
+	second.waitLine(t, `^guest1: hello, other loop$`)
+	srv.waitLine(t, `^L0 read +c1 18 bytes "hello, other loop\\n"$`)
+	srv.waitLine(t, `^L0 post +L1 1 message\(s\)$`)
+	srv.waitLine(t, `^L1 ready +inbox=IN$`)
+	srv.waitLine(t, `^L1 deliver +from L0 "guest1: hello, other loop"$`)
+	fmt.Fprintln(second.stdin, "/who")
+	second.waitLine(t, `^\* in the room: guest1, guest2$`)
+	first.stdin.Close() // Ctrl-D
+	srv.waitLine(t, `^L0 leave +c1 guest1 left$`)
+	srv.waitLine(t, `^L1 deliver +from L0 "\* guest1 left"$`)
+	second.waitLine(t, `^\* guest1 left$`)
+	first.waitExit(t)
+}

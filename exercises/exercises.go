@@ -94,9 +94,10 @@ func (ex Exercise) Run(root, pkg string) (transcript, diff string, err error) {
 	return transcript, why + "\n" + diffExpected(string(want), transcript), nil
 }
 
-// diffExpected is the line diff of the expected transcript and the student's.
+// diffExpected is the line diff of the expected transcript and the student's. A server of several loops
+// (step09) is compared loop by loop: how the loops' lines interleave changes from run to run.
 func diffExpected(want, got string) string {
-	return tracing.UnifiedDiff("expected.trace", "yours", want, got)
+	return tracing.UnifiedDiff("expected.trace", "yours", tracing.ByLoop(want), tracing.ByLoop(got))
 }
 
 func firstLine(s string) string {

@@ -245,7 +245,7 @@ func neverReads(r *row) {
 func lastPending(trace string, queued *regexp.Regexp) int {
 	n := 0
 	for _, l := range tracing.Lines(trace) {
-		if m := queued.FindStringSubmatch(l); m != nil {
+		if m := queued.FindStringSubmatch(unloop(l)); m != nil {
 			n, _ = strconv.Atoi(m[1])
 		}
 	}

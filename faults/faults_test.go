@@ -34,6 +34,9 @@ type target struct {
 	// limitAtStart: its accept request keeps the fd limit it was submitted under (io_uring, step08),
 	// so the emfile row starts it under the lowered limit instead of lowering a running server's.
 	limitAtStart bool
+
+	args    []string          // flags of its own (step09: how many loops)
+	notYets map[string]string // fault -> why this target does not pass it yet: the cell says "not yet"
 }
 
 var targets = []target{
@@ -47,8 +50,17 @@ var targets = []target{
 	{name: "step07-chat", dir: "../step07-timers", chat: true, clock: true},
 	{name: "step08-echo", dir: "../step08-io-uring", limitAtStart: true},
 	{name: "step08-chat", dir: "../step08-io-uring", chat: true, limitAtStart: true},
+	{name: "step09-echo", dir: "../step09-multicore", args: []string{"-loops", "2"}},
+	{name: "step09-chat", dir: "../step09-multicore", chat: true, args: []string{"-loops", "2"}, notYets: map[string]string{"stop-linger": stopLingerLoops}},
+	{name: "step09-chat-4", dir: "../step09-multicore", chat: true, args: []string{"-loops", "4"}, notYets: map[string]string{"stop-linger": stopLingerLoops}},
 	{name: "step10-chat", dir: "../step10-goroutines", chat: true},
 }
+
+// stopLingerLoops is why step09's chat columns do not pass stop-linger yet: in about one run of two, a
+// few crowd members of the loops that hold g1 and g2 receive nothing for the whole 2 s grace after
+// SIGTERM (their queued bytes wait in the server's socket, the member is reading), and are closed with
+// bytes unread: ECONNRESET. With -loops 1 the same binary passes every run. Not understood yet.
+const stopLingerLoops = "step09 with several loops: a few members get ECONNRESET (issue 16's report)"
 
 // readBudget, if set (>= 0), runs step06 with -readbudget N instead of its default: -readbudget 0 is
 // the naive drain, which the flood row shows is unfair (go test ./faults -run 'TestFaults/parallel/flood'
@@ -98,7 +110,7 @@ func prepare(t *testing.T, tg target) (bin string, args []string, missing notYet
 	}
 	p.bin = bin
 	flags := flagNames(p.bin)
-	p.args = slices.Clone(serverArgs)
+	p.args = append(slices.Clone(serverArgs), tg.args...)
 	if et {
 		if !flags["et"] {
 			p.missing = notYet(filepath.Base(tg.dir) + " does not exist there, nor step05 -et")
@@ -244,6 +256,10 @@ func playCell(t *testing.T, f fault, tg target, c *cell, fig *figures) {
 		c.status = "not yet"
 		t.Skip(string(missing))
 	}
+	if why := tg.notYets[f.name]; why != "" {
+		c.status = "not yet"
+		t.Skip(why)
+	}
 	if f.needs != nil {
 		if why := f.needs(); why != "" {
 			c.status = "skipped"
@@ -367,7 +383,7 @@ var (
 // firstMatch returns the first line of trace that re matches, or "".
 func firstMatch(trace string, re *regexp.Regexp) string {
 	for _, l := range tracing.Lines(trace) {
-		if re.MatchString(l) {
+		if l = unloop(l); re.MatchString(l) {
 			return l
 		}
 	}
@@ -378,12 +394,18 @@ func firstMatch(trace string, re *regexp.Regexp) string {
 func countMatches(trace string, re *regexp.Regexp) int {
 	n := 0
 	for _, l := range tracing.Lines(trace) {
-		if re.MatchString(l) {
+		if re.MatchString(unloop(l)) {
 			n++
 		}
 	}
 	return n
 }
+
+// unloop takes the loop off a line of a server with several loops (step09: "L1 read c2 ..."), so that
+// the rows read its trace as any other step's.
+func unloop(line string) string { return loopPrefix.ReplaceAllString(line, "") }
+
+var loopPrefix = regexp.MustCompile(`^L[0-9]+ `)
 
 // shortTranscript keeps the end of a transcript for a failure message, with long lines cut.
 func shortTranscript(s string) string {

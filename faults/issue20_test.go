@@ -679,7 +679,7 @@ func readTotals(trace string) map[string]int {
 	re := regexp.MustCompile(`^read\s+(c\d+) (\d+) bytes `)
 	totals := map[string]int{}
 	for _, l := range tracing.Lines(trace) {
-		if strings.HasPrefix(l, "signal") {
+		if l = unloop(l); strings.HasPrefix(l, "signal") {
 			break
 		}
 		if m := re.FindStringSubmatch(l); m != nil {

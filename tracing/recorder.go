@@ -24,8 +24,10 @@ type Recorder struct {
 	showFDs  bool
 	names    map[int]string
 	clients  int
-	queued   []queued // queue lines not yet written: see Queue
-	interest int      // epoll loops: how many fds the interest list holds (see EpollCtl)
+	queued   []queued  // queue lines not yet written: see Queue
+	interest int       // epoll loops: how many fds the interest list holds (see EpollCtl)
+	prefix   string    // one of several loops (see Loops): its name, before every line
+	shared   *together // one of several loops: what the loops' Recorders share
 }
 
 // queued is one client's queue line, held until a line of another kind is written.
@@ -54,7 +56,14 @@ func (r *Recorder) NameClient(fd int) string {
 	if r == nil {
 		return ""
 	}
-	r.clients++
+	if r.shared != nil {
+		r.shared.mu.Lock()
+		r.shared.clients++
+		r.clients = r.shared.clients
+		r.shared.mu.Unlock()
+	} else {
+		r.clients++
+	}
 	return r.Name(fd, "c"+strconv.Itoa(r.clients))
 }
 
@@ -87,13 +96,17 @@ func (r *Recorder) line(verb, rest string) {
 	if len(r.queued) > 0 {
 		r.writeQueued()
 	}
-	r.buf = append(r.buf[:0], verb...)
-	for len(r.buf) < 10 {
+	r.buf = append(append(r.buf[:0], r.prefix...), verb...)
+	for len(r.buf) < len(r.prefix)+10 {
 		r.buf = append(r.buf, ' ')
 	}
 	r.buf = append(r.buf, ' ')
 	r.buf = append(r.buf, rest...)
 	r.buf = append(r.buf, '\n')
+	if r.shared != nil {
+		r.shared.mu.Lock()
+		defer r.shared.mu.Unlock()
+	}
 	r.w.Write(r.buf)
 }
 

@@ -300,3 +300,42 @@ close      c1 (EOF)
 		t.Fatalf("mermaid (-want +got):\n%s", d)
 	}
 }
+
+// Several loops, one trace: every line starts with its loop, clients are named across the loops in
+// order of acceptance, and a client passed from one loop to another keeps its name.
+func TestLoopsPrefixLinesAndShareClientNames(t *testing.T) {
+	var b strings.Builder
+	trs := tracing.Loops(&b, false, 2)
+	trs[0].Listen(3)
+	trs[0].Accept(7)
+	trs[1].Accept(7) // the same number in another loop: its own client (with -reuseport)
+	name := trs[0].Pass(7, "L1")
+	trs[0].Accept(7) // L0's fd 7 was passed on: the number is free for the next client
+	trs[1].Adopt(9, name, "L0")
+	trs[1].Read(9, []byte("hi\n"))
+	want := `L0 listen     listener
+L0 accept     c1
+L1 accept     c2
+L0 pass       c1 to L1
+L0 accept     c3
+L1 adopt      c1 from L0
+L1 read       c1 3 bytes "hi\n"
+`
+	if d := tracing.Diff(want, b.String()); d != "" {
+		t.Fatalf("trace (-want +got):\n%s", d)
+	}
+}
+
+// ByLoop gives two interleavings of the same loops' lines one order, and leaves the clients' lines,
+// and a transcript of one loop, where they were.
+func TestByLoopOrdersEachStretchByLoop(t *testing.T) {
+	a := ">> c1 send \"hi\\n\"\nL1 ready      inbox=IN\nL0 read       c1 3 bytes \"hi\\n\"\nL1 deliver    from L0 \"hi\"\nL0 post       L1 1 message(s)\n<< c2 \"hi\\n\"\nL0 epoll_wait interest=4\n"
+	b := ">> c1 send \"hi\\n\"\nL0 read       c1 3 bytes \"hi\\n\"\nL0 post       L1 1 message(s)\nL1 ready      inbox=IN\nL1 deliver    from L0 \"hi\"\n<< c2 \"hi\\n\"\nL0 epoll_wait interest=4\n"
+	if tracing.ByLoop(a) != b || tracing.ByLoop(b) != b {
+		t.Fatalf("ByLoop(a) =\n%s\nByLoop(b) =\n%s\nwant both\n%s", tracing.ByLoop(a), tracing.ByLoop(b), b)
+	}
+	one := ">> c1 send \"hi\\n\"\nready      c1=IN\nread       c1 3 bytes \"hi\\n\"\n<< c1 \"hi\\n\"\n"
+	if got := tracing.ByLoop(one); got != one {
+		t.Fatalf("one loop's transcript changed:\n%s", got)
+	}
+}

@@ -36,7 +36,6 @@ type target struct {
 	limitAtStart bool
 
 	args    []string          // flags of its own (step09: how many loops)
-	notYets map[string]string // fault -> why this target does not pass it yet: the cell says "not yet"
 }
 
 var targets = []target{
@@ -51,16 +50,11 @@ var targets = []target{
 	{name: "step08-echo", dir: "../step08-io-uring", limitAtStart: true},
 	{name: "step08-chat", dir: "../step08-io-uring", chat: true, limitAtStart: true},
 	{name: "step09-echo", dir: "../step09-multicore", args: []string{"-loops", "2"}},
-	{name: "step09-chat", dir: "../step09-multicore", chat: true, args: []string{"-loops", "2"}, notYets: map[string]string{"stop-linger": stopLingerLoops}},
-	{name: "step09-chat-4", dir: "../step09-multicore", chat: true, args: []string{"-loops", "4"}, notYets: map[string]string{"stop-linger": stopLingerLoops}},
+	{name: "step09-chat", dir: "../step09-multicore", chat: true, args: []string{"-loops", "2"}},
+	{name: "step09-chat-4", dir: "../step09-multicore", chat: true, args: []string{"-loops", "4"}},
 	{name: "step10-chat", dir: "../step10-goroutines", chat: true},
 }
 
-// stopLingerLoops is why step09's chat columns do not pass stop-linger yet: in about one run of two, a
-// few crowd members of the loops that hold g1 and g2 receive nothing for the whole 2 s grace after
-// SIGTERM (their queued bytes wait in the server's socket, the member is reading), and are closed with
-// bytes unread: ECONNRESET. With -loops 1 the same binary passes every run. Not understood yet.
-const stopLingerLoops = "step09 with several loops: a few members get ECONNRESET (issue 16's report)"
 
 // readBudget, if set (>= 0), runs step06 with -readbudget N instead of its default: -readbudget 0 is
 // the naive drain, which the flood row shows is unfair (go test ./faults -run 'TestFaults/parallel/flood'
@@ -255,10 +249,6 @@ func playCell(t *testing.T, f fault, tg target, c *cell, fig *figures) {
 	if missing != "" {
 		c.status = "not yet"
 		t.Skip(string(missing))
-	}
-	if why := tg.notYets[f.name]; why != "" {
-		c.status = "not yet"
-		t.Skip(why)
 	}
 	if f.needs != nil {
 		if why := f.needs(); why != "" {

@@ -48,13 +48,20 @@ const (
 )
 
 // dialTCP connects a client the row drives itself (not a scenario client); rcvbuf > 0 sets its
-// receive buffer before it connects. The test closes it at the end.
+// receive buffer before it connects, and a segment size a quarter of it. On loopback a segment may
+// be 64 KiB: a receiver whose whole buffer is smaller than one segment never advertises a window
+// the sender can use (it avoids "silly" small windows), and its bytes trickle in only through the
+// sender's zero-window probes, whose backoff grows to seconds. The test closes it at the end.
 func dialTCP(r *row, addr string, rcvbuf int) *net.TCPConn {
 	r.t.Helper()
 	d := net.Dialer{Timeout: crowdWait, Control: func(_, _ string, rc syscall.RawConn) error {
 		var err error
 		if rcvbuf > 0 {
-			rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf) })
+			rc.Control(func(fd uintptr) {
+				if err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf); err == nil {
+					err = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, rcvbuf/4)
+				}
+			})
 		}
 		return err
 	}}

@@ -35,7 +35,7 @@ type target struct {
 	// so the emfile row starts it under the lowered limit instead of lowering a running server's.
 	limitAtStart bool
 
-	args    []string          // flags of its own (step09: how many loops)
+	args []string // flags of its own (step09: how many loops)
 }
 
 var targets = []target{
@@ -54,7 +54,6 @@ var targets = []target{
 	{name: "step09-chat-4", dir: "../step09-multicore", chat: true, args: []string{"-loops", "4"}},
 	{name: "step10-chat", dir: "../step10-goroutines", chat: true},
 }
-
 
 // readBudget, if set (>= 0), runs step06 with -readbudget N instead of its default: -readbudget 0 is
 // the naive drain, which the flood row shows is unfair (go test ./faults -run 'TestFaults/parallel/flood'

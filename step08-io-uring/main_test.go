@@ -229,17 +229,7 @@ func TestRoomDiffFromStep05IsOnlyTheLoop(t *testing.T) {
 // so that the page cannot show a stale diff: after a change to either main.go, go test -update
 // rewrites it.
 func TestCodeDiffFromStep05(t *testing.T) {
-	old, err := os.ReadFile(filepath.Join("..", "step05-epoll", "main.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := os.ReadFile("main.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	script := tracetest.EditScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
-	diff := tracetest.Unified("step05-epoll/main.go", "step08-io-uring/main.go", script, 3)
-	tracetest.Compare(t, filepath.Join("testdata", "step05-to-step08.diff"), diff)
+	tracetest.CodeDiff(t, "step05-epoll", "step08-io-uring", "step05-to-step08.diff")
 }
 
 // SIGTERM: the server stops accepting and reading, tells the room, sends what is queued, closes every

@@ -89,17 +89,7 @@ func TestOneLoopIsStep05(t *testing.T) {
 
 // The lesson's code diff, kept in testdata/step05-to-step09.diff and checked against both programs.
 func TestCodeDiffFromStep05(t *testing.T) {
-	old, err := os.ReadFile(filepath.Join("..", "step05-epoll", "main.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := os.ReadFile("main.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	script := tracetest.EditScript(tracing.Lines(string(old)), tracing.Lines(string(cur)))
-	diff := tracetest.Unified("step05-epoll/main.go", "step09-multicore/main.go", script, 3)
-	tracetest.Compare(t, filepath.Join("testdata", "step05-to-step09.diff"), diff)
+	tracetest.CodeDiff(t, "step05-epoll", "step09-multicore", "step05-to-step09.diff")
 }
 
 // The delivery promise, checked from outside on two loops dealt round-robin: every member hears every

@@ -4,7 +4,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -293,17 +292,9 @@ func TestCopiesDifferOnlyInListedLines(t *testing.T) {
 
 // The demo's echo scenario is step03's, kept as a copy because go:embed cannot reach ../.
 func TestScenarioCopies(t *testing.T) {
-	a, err := os.ReadFile("scenarios/echo-seed.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile("../step03-write-queues/scenarios/seed.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(a) != string(b) {
-		t.Error("scenarios/echo-seed.txt is no longer a copy of step03's scenarios/seed.txt: copy it again")
-	}
+	tracetest.CheckScenarioCopies(t, map[string]string{
+		"scenarios/echo-seed.txt": "../step03-write-queues/scenarios/seed.txt",
+	})
 }
 
 // SIGTERM while a client that does not read has bytes queued: the grace is one more deadline in the

@@ -20,7 +20,6 @@ import (
 
 	"muxlab/tracing"
 	"muxlab/tracing/replay"
-	"muxlab/tracing/scenario"
 	"muxlab/tracing/tracetest"
 )
 
@@ -515,27 +514,10 @@ func TestFlagsAreChecked(t *testing.T) {
 // The demo's scenarios are step05's (themselves step04's and step03's), kept as copies because
 // go:embed cannot reach ../. They must not drift.
 func TestScenarioCopies(t *testing.T) {
-	for mine, theirs := range map[string]string{
+	tracetest.CheckScenarioCopies(t, map[string]string{
 		"scenarios/room.txt":      "../step05-epoll/scenarios/room.txt",
 		"scenarios/echo-seed.txt": "../step05-epoll/scenarios/echo-seed.txt",
-	} {
-		a, err := os.ReadFile(mine)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(theirs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(a) != string(b) {
-			t.Errorf("%s is no longer a copy of %s: copy it again", mine, theirs)
-		}
-	}
-	for name, text := range map[string]string{"room.txt": roomScenario, "echo-seed.txt": echoScenario} {
-		if _, err := scenario.Parse(name, text); err != nil {
-			t.Error(err)
-		}
-	}
+	})
 }
 
 // While stopping, a client that resets is ended, and the loop does not spin for the rest of the grace.

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -21,7 +20,6 @@ import (
 
 	"muxlab/tracing"
 	"muxlab/tracing/replay"
-	"muxlab/tracing/scenario"
 	"muxlab/tracing/tracetest"
 )
 
@@ -177,27 +175,10 @@ func TestLoopsFlagIsChecked(t *testing.T) {
 
 // The demo's scenarios are step04's and step03's, kept as copies because go:embed cannot reach ../.
 func TestScenarioCopies(t *testing.T) {
-	for mine, theirs := range map[string]string{
+	tracetest.CheckScenarioCopies(t, map[string]string{
 		"scenarios/room.txt":      "../step04-chat/scenarios/room.txt",
 		"scenarios/echo-seed.txt": "../step03-write-queues/scenarios/seed.txt",
-	} {
-		a, err := os.ReadFile(mine)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(theirs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(a) != string(b) {
-			t.Errorf("%s is no longer a copy of %s: copy it again", mine, theirs)
-		}
-	}
-	for name, text := range map[string]string{"room.txt": roomScenario, "echo-seed.txt": echoScenario} {
-		if _, err := scenario.Parse(name, text); err != nil {
-			t.Error(err)
-		}
-	}
+	})
 }
 
 // start runs bin with args on a free port; it is killed when the test ends.

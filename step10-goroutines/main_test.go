@@ -370,27 +370,10 @@ func ageMS(t *testing.T, pid int) int {
 
 // The demo's scenarios are step04's and step03's, kept as copies because go:embed cannot reach ../.
 func TestScenarioCopies(t *testing.T) {
-	for mine, theirs := range map[string]string{
+	tracetest.CheckScenarioCopies(t, map[string]string{
 		"scenarios/room.txt":      "../step04-chat/scenarios/room.txt",
 		"scenarios/echo-seed.txt": "../step03-write-queues/scenarios/seed.txt",
-	} {
-		a, err := os.ReadFile(mine)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(theirs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(a) != string(b) {
-			t.Errorf("%s is no longer a copy of %s: copy it again", mine, theirs)
-		}
-	}
-	for name, text := range map[string]string{"room.txt": roomScenario, "echo-seed.txt": echoScenario} {
-		if _, err := scenario.Parse(name, text); err != nil {
-			t.Error(err)
-		}
-	}
+	})
 }
 
 // The protocol is step04's, line for line: only how the bytes reach it changed.

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"muxlab/tracing/scenario"
 )
 
 // A Copy is a file a step carries from another, and the lines allowed to differ between them.
@@ -76,3 +78,26 @@ func CheckCopies(t *testing.T, copies []Copy) {
 
 // words is a line with its runs of spaces made one: gofmt realigns comments when a field is added.
 func words(line string) string { return strings.Join(strings.Fields(line), " ") }
+
+// CheckScenarioCopies fails t for every scenario a step keeps as a copy of another step's (go:embed
+// cannot reach ../, so a demo's scenario lives in the step's own folder) that is no longer the same
+// as its original, or does not parse. copies maps each copy's path to its original's.
+func CheckScenarioCopies(t *testing.T, copies map[string]string) {
+	t.Helper()
+	for mine, theirs := range copies {
+		a, err := os.ReadFile(mine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(theirs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(a) != string(b) {
+			t.Errorf("%s is no longer a copy of %s: copy it again", mine, theirs)
+		}
+		if _, err := scenario.Parse(mine, string(a)); err != nil {
+			t.Error(err)
+		}
+	}
+}

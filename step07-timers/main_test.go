@@ -4,8 +4,11 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -306,4 +309,52 @@ func TestShutdownGraceIsADeadline(t *testing.T) {
 			t.Errorf("no %q in the transcript:\n%s", want, res.Transcript)
 		}
 	}
+}
+
+// Under steady traffic the wait never times out, so a loop that looked at the clock only after an
+// empty wait would never close anyone. c2 streams bytes at the echo without a pause while c1 says
+// nothing: c1 must still be closed when its idle deadline passes, and the wait before that timeout
+// must have returned events, not timed out.
+func TestDeadlinesPassUnderSteadyTraffic(t *testing.T) {
+	srv, err := replay.Start(tracetest.Binary(t, "."), "-echo", "-idle", "1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Kill)
+	silent := dial(t, srv.Addr, "silent")
+	stream, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stream.Close() })
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // the echo comes back and is thrown away: the stream must not stall on a full socket
+		io.Copy(io.Discard, stream)
+	}()
+	go func() {
+		chunk := make([]byte, 4096)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := stream.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	if err := silent.ExpectEOF(10 * time.Second); err != nil {
+		t.Fatalf("the silent client, while another streamed: %v", err)
+	}
+	lines := tracing.Lines(srv.Trace())
+	i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "timeout    c1 idle") })
+	if i < 1 {
+		t.Fatal("no timeout line for c1 in the trace")
+	}
+	if before := lines[i-1]; strings.HasPrefix(before, "ready      (none)") {
+		t.Skipf("the stream paused long enough for a wait to time out (%q): the test proves nothing this run", before)
+	}
+	t.Logf("c1 closed while c2 streamed; the line before its timeout: %q", lines[i-1])
 }

@@ -1,20 +1,15 @@
 //go:build linux
 
-// Step 09: one event loop per core. Parent: step 05. The handlers stay; the loop is step 05's, run
-// several times at once.
+// Step 09: one event loop per core. Parent: step 05. The handlers stay; step 05's loop runs per core.
 //
-// One loop uses one core, however many the machine has. nginx, Redis's I/O threads, Seastar and gnet
-// scale the same way: one loop per core, each on its own thread with its own epoll instance, owning
-// its own clients, and sharing nothing else. Here -loops N loops (one per CPU by default) each run
-// step 05's loop on a locked OS thread. Connections reach them in one of two ways: loop 0 accepts and
-// deals them round-robin (the default), or, with -reuseport, every loop has a listener of its own on
-// the same port and the kernel deals them, by a hash of the addresses.
+// One loop uses one core. nginx, Redis's I/O threads, Seastar and gnet scale the same way: -loops N
+// loops (one per CPU by default), each on a locked OS thread with its own epoll instance and its own
+// clients. Loop 0 accepts and deals clients round-robin, or, with -reuseport, every loop has its own
+// listener on the port and the kernel deals them by a hash of the addresses.
 //
-// Echo clients never need another loop. The chat room does: a broadcast must reach members that
-// other loops own. Each loop keeps its own part of the room (room.go) and an inbox (inbox.go) that
-// other loops post to: a line said on loop 0 is queued for loop 0's members and posted once to every
-// other loop, which says it to its own. The registry of names (registry.go) is the only other shared
-// thing, so that /who, /msg and unique names span the room.
+// The chat room spans the loops: each keeps its part of the room (room.go) and an inbox (inbox.go); a
+// line said on loop 0 is queued for its members and posted once to every other loop, which says it to
+// its own. The registry of names (registry.go) is the only other shared thing.
 package main
 
 import (

@@ -244,9 +244,9 @@ func flood(r *row) {
 	}
 	r.t.Logf("%d lines of 1000 bytes flooded; %d of %d probes answered during the flood; peak RSS %d MiB",
 		sent, during, probes, statusBytes(r.t, r.srv.Pid(), "VmHWM")>>20)
-	if r.tg.budget && r.tg.chat {
-		r.evidence(`^owed\s+c\d+ read budget spent`)
-	}
+	// No trace line is asked for: whether a turn finds more than step06's four reads waiting depends
+	// on how far ahead the flooder got, which a loaded machine decides (step06's burst-owed golden
+	// shows the budget spent, scripted).
 	r.cell.evidence = append(r.cell.evidence, "probes answered mid-flood; every line to every reader; peak RSS under 64 MiB")
 
 	// The flood's clients leave; the server gives back their fds, does not spin, and serves newcomers.
@@ -254,9 +254,9 @@ func flood(r *row) {
 		c.Close()
 	}
 	r.waitCount(regexp.MustCompile(`^close\s+c\d+ \(`), len(conns), floodStall)
-	if n := sockets(r.srv.Pid()); n != 1 {
-		r.t.Errorf("the flood's clients are gone, and the server holds %d sockets, want 1 (the listener): %s", n, fdList(r.srv.Pid()))
-	}
+	// The trace says "close" when a handler finishes a client; the loop closes the socket at the end
+	// of that turn, so the count is awaited too.
+	waitSockets(r, 1, floodStall)
 	r.setup()
 	r.idle()
 	r.served()

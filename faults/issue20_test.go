@@ -245,8 +245,9 @@ func finCrowd(r *row) {
 	expectRaw(r, "s0", s0, s0r, welcome("guest1"))
 	s0.Close()
 	waitSockets(r, 1, crowdWait)
-	// Every thread asleep: a server with a loop per core has started them all, not only the one that
-	// served s0 (a loop still starting would add its memory after this look, and count as kept).
+	// Every thread asleep, so that the look is not taken in the middle of a turn. (A loop per core
+	// may still be starting a loop that did not serve s0: its memory comes after this look, which is
+	// one reason the bound below allows for more than the room.)
 	if err := srv.Settle(0, false, crowdWait); err != nil {
 		r.t.Fatal(err)
 	}

@@ -35,13 +35,18 @@ const reactWithin = 2 * time.Second
 // that asked for a session and went away must not leave a server behind.
 const unwatched = 30 * time.Second
 
-// Session is one live server and its clients.
-type Session struct {
+// SessionInfo is what the page is told of a session it started.
+type SessionInfo struct {
 	ID   string   `json:"id"`
 	Step string   `json:"step"`
 	Args []string `json:"args"`
 	Addr string   `json:"addr"` // where the server listens (loopback, a free port)
 	Pid  int      `json:"pid"`
+}
+
+// Session is one live server and its clients.
+type Session struct {
+	SessionInfo
 
 	srv     *replay.Server
 	actions sync.Mutex // one action at a time, each waiting for the server to settle
@@ -81,7 +86,11 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	se, err := s.startSession(st, args)
-	writeJSON(w, se, err)
+	if err != nil {
+		writeJSON(w, nil, err)
+		return
+	}
+	writeJSON(w, se.SessionInfo, nil)
 }
 
 // startSession builds the step and starts its server.
@@ -98,7 +107,7 @@ func (s *Server) startSession(st Step, args []string) (*Session, error) {
 	s.nextID++
 	id := strconv.Itoa(s.nextID)
 	s.mu.Unlock()
-	se := &Session{ID: id, Step: st.Name, Args: args, changed: make(chan struct{}), clients: map[string]*client{},
+	se := &Session{SessionInfo: SessionInfo{ID: id, Step: st.Name, Args: args}, changed: make(chan struct{}), clients: map[string]*client{},
 		done: make(chan struct{}), status: Status{State: "starting"}}
 	srv, err := replay.Watch(bin, se.addLines, args...)
 	if err != nil {
@@ -467,6 +476,10 @@ func (c *client) readLoop() {
 		}
 		n, err := c.conn.Read(buf)
 		if n > 0 {
+			// The server's trace lines that led to these bytes come first where they are in the
+			// pipe already. (The one for the write itself may be printed after the client has
+			// the bytes: the server prints it when its write returns.)
+			c.se.srv.Lines()
 			c.se.addLines(fmt.Sprintf("<< %s %d bytes %s\n", c.name, n, tracing.Quote(buf[:n])))
 		}
 		switch {

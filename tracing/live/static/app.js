@@ -39,8 +39,9 @@ function loop(st, name) {
   return l;
 }
 
-// fold applies one event to the state.
-function fold(st, e) {
+// fold applies one event to the state. (Counts of 0 are left out of the JSON: they read as 0 here.)
+function fold(st, ev) {
+  const e = { pending: 0, bytes: 0, limit: 0, count: 0, ...ev };
   const l = loop(st, e.loop);
   const s = sock(st, e.sock);
   if (s && e.loop && e.kind !== "deliver") s.loop = e.loop;
@@ -141,7 +142,7 @@ function stateAt(events, n) {
 
 // ---- drawing ----
 
-const BOX_W = 118, BOX_H = 74, GAP = 12, BAR_H = 14;
+const BOX_W = 136, BOX_H = 74, GAP = 20, BAR_H = 14;
 
 function draw(view, st) {
   const socks = [...st.socks.values()];
@@ -203,7 +204,7 @@ function drawSockets(st, socks, loops, prefix) {
     svg += `<rect class="box" width="${BOX_W}" height="${BOX_H}" rx="6"/>`;
     svg += `<text x="8" y="16" font-weight="bold">${esc(s.name)}${s.loop ? " · " + esc(s.loop) : ""}</text>`;
     const marks = (asked.r.has(s.name) ? "R" : "") + (asked.w.has(s.name) ? "W" : "") + (asked.x.has(s.name) ? "X" : "");
-    if (marks) svg += `<text class="mark" x="${BOX_W - 8}" y="16" text-anchor="end" fill="#7a4c00">watch ${marks}</text>`;
+    if (marks) svg += `<text class="mark" x="${BOX_W - 6}" y="16" text-anchor="end" fill="#7a4c00">watch ${marks}</text>`;
     let line2 = s.open ? (s.role === "client" ? (s.member || "open") : s.role === "listener" ? "listening" : "open") : "closed (" + s.reason + ")";
     svg += `<text x="8" y="32">${esc(line2)}</text>`;
     if (s.interest) svg += `<text x="8" y="46" fill="#555">${esc(s.interest)}</text>`;
@@ -226,7 +227,7 @@ function drawQueue(s) {
   g += `<rect class="bar" y="${y}" width="${px(s.pending)}" height="${BAR_H}"/>`;
   if (s.high) g += `<line class="high" x1="${px(s.high)}" x2="${px(s.high)}" y1="${y - 2}" y2="${y + BAR_H + 2}"/>`;
   if (s.limit) g += `<line class="limit" x1="${px(s.limit)}" x2="${px(s.limit)}" y1="${y - 3}" y2="${y + BAR_H + 3}"/>`;
-  const label = `queue ${s.pending} B` + (s.paused ? " · paused" : s.everPaused ? " · was paused" : "");
+  const label = `queue ${s.pending} B` + (s.paused ? ", paused" : s.everPaused ? ", was paused" : "");
   g += `<text y="${y + BAR_H + 12}">${esc(label)}</text></g>`;
   return g;
 }
@@ -374,6 +375,8 @@ function defaultArgs(step) {
 
 function setStatus(state, message, seq) {
   const el = $("live-status");
+  // The answer to an action and the event stream both report a status: keep the latest.
+  if (seq !== undefined && seq < Number(el.dataset.seq)) return;
   el.dataset.state = state;
   if (seq !== undefined) el.dataset.seq = seq;
   el.textContent = message;

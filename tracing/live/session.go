@@ -333,14 +333,38 @@ func (se *Session) Act(a Action) (Status, error) {
 	case se.srv.Exited():
 		// watchExit says so.
 	case err != nil && wakes && se.srv.Lines() == from:
-		se.setStatus("unnoticed", fmt.Sprintf("the server did not react to %s within %v: it is blocked elsewhere, or has not looked yet", a.Verb, reactWithin))
+		se.setStatus("unnoticed", fmt.Sprintf("the server did not react to %s within %v: %s", a.Verb, reactWithin, se.where()))
 	case err != nil:
 		se.setStatus("busy", fmt.Sprintf("the server is still busy after %v", reactWithin))
 	default:
-		se.setStatus("idle", "the server is asleep, waiting for the outside world")
+		se.setStatus("idle", se.where())
 	}
 	_, status := se.Events()
 	return status, nil
+}
+
+// where says where the settled server sleeps: in its wait, or in a call in the middle of a turn (a
+// blocking write, step02's stall; step01's blocking read), as its last trace line shows.
+func (se *Session) where() string {
+	if se.Step == "step10" {
+		return "the server is asleep: its goroutines wait in the Go runtime's netpoller, which writes no trace"
+	}
+	se.mu.Lock()
+	defer se.mu.Unlock()
+	for i := len(se.events) - 1; i >= 0; i-- {
+		switch e := se.events[i]; e.Kind {
+		case "client", "received", "exit":
+			continue
+		case "select", "epoll_wait", "enter":
+			return "the server is asleep in its wait (" + e.Kind + "), for the outside world"
+		case "block":
+			return "the server is asleep in a blocking " + e.Op + " on " + e.Sock
+		default:
+			line, _, _ := strings.Cut(strings.Join(strings.Fields(e.Text), " "), ` "`) // without the quoted bytes
+			return "the server is asleep in the middle of a turn, after its line «" + line + "»: blocked in a system call"
+		}
+	}
+	return "the server is asleep"
 }
 
 // do carries out the action and writes its line into the transcript; it reports whether the server

@@ -67,6 +67,7 @@ function fold(st, ev) {
       if (e.result === "EOF") s.eof = true;
       break;
     case "queue": case "unqueue":
+      st.queues = true;
       s.pending = e.pending; s.high = Math.max(s.high, e.pending);
       break;
     case "pause":
@@ -211,7 +212,7 @@ function drawSockets(st, socks, loops, prefix) {
     else if (s.inflight.length) svg += `<text x="8" y="46" fill="#555">in flight: ${esc(s.inflight.join(","))}</text>`;
     if (came.has(s.name)) svg += `<text x="8" y="62" fill="#e07b00" font-weight="bold">ready: ${esc(came.get(s.name))}</text>`;
     else if (s.note) svg += `<text x="8" y="62" fill="#777">${esc(s.note.slice(0, 18))}</text>`;
-    if (s.role === "client") svg += drawQueue(s);
+    if (s.role === "client" && st.queues) svg += drawQueue(s); // steps 01 and 02 have no queues
     svg += "</g>";
   });
   return svg + "</svg>";

@@ -131,11 +131,8 @@ func ParseLine(line string) Event {
 	case "select", "ready":
 		ok = e.readySets(verb, rest)
 	case "epoll_wait":
-		e.Kind = verb
-		m := interest.FindStringSubmatch(rest)
-		if ok = m != nil; ok {
-			e.Count, _ = strconv.Atoi(m[1])
-			e.Until = m[2]
+		if m := interest.FindStringSubmatch(rest); m != nil {
+			e.Kind, e.Count, e.Until, ok = verb, atoi(m[1]), m[2], true
 		}
 	case "epoll_ctl":
 		e.Kind = verb
@@ -144,25 +141,18 @@ func ParseLine(line string) Event {
 			e.Op, e.Sock, e.Flags = f[0], f[1], f[2]
 		}
 	case "enter":
-		e.Kind = verb
-		m := inFlight.FindStringSubmatch(rest)
-		if ok = m != nil; ok {
-			e.Count, _ = strconv.Atoi(m[1])
+		if m := inFlight.FindStringSubmatch(rest); m != nil {
+			e.Kind, e.Count, ok = verb, atoi(m[1]), true
 		}
 	case "submit", "complete":
 		ok = e.uring(verb, rest)
 	case "post":
-		e.Kind = verb
-		m := posted.FindStringSubmatch(rest)
-		if ok = m != nil; ok {
-			e.Peer = m[1]
-			e.Count, _ = strconv.Atoi(m[2])
+		if m := posted.FindStringSubmatch(rest); m != nil {
+			e.Kind, e.Peer, e.Count, ok = verb, m[1], atoi(m[2]), true
 		}
 	case "deliver":
-		e.Kind = verb
-		m := fromLoop.FindStringSubmatch(rest)
-		if ok = m != nil; ok {
-			e.Sock, e.Peer, e.Data = m[1], m[2], m[3]
+		if m := fromLoop.FindStringSubmatch(rest); m != nil {
+			e.Kind, e.Sock, e.Peer, e.Data, ok = verb, m[1], m[2], m[3], true
 		}
 	case "pass", "adopt":
 		e.Kind = verb
@@ -181,6 +171,12 @@ func ParseLine(line string) Event {
 		return Event{Text: line, Kind: "unknown", Detail: line}
 	}
 	return e
+}
+
+// atoi is strconv.Atoi for digits a pattern has matched already.
+func atoi(digits string) int {
+	n, _ := strconv.Atoi(digits)
+	return n
 }
 
 // readySets parses select's sets (asked, or came back) and epoll's ready line.

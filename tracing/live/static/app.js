@@ -16,15 +16,22 @@ function newState() {
   return { socks: new Map(), loops: new Map(), exit: null, signal: "", epoll: false, notes: [] };
 }
 
-function sock(st, name) {
+// sockKey names a socket in the state: step09's loops each have a signals pipe and an inbox of their
+// own under the same name, so those are told apart by their loop.
+function sockKey(name, loopName) {
+  return (name === "signals" || name === "inbox") && loopName ? name + "@" + loopName : name;
+}
+
+function sock(st, name, loopName) {
   if (!name) return null;
-  let s = st.socks.get(name);
+  const key = sockKey(name, loopName);
+  let s = st.socks.get(key);
   if (!s) {
     const role = name === "listener" ? "listener" : /^c\d+$/.test(name) ? "client" : "aux";
-    s = { name, role, open: true, reason: "", interest: "", pending: 0, high: 0, limit: 0, paused: false,
+    s = { name: key, label: name, role, open: true, reason: "", interest: "", pending: 0, high: 0, limit: 0, paused: false,
       everPaused: false, reading: true, loop: "", note: "", inflight: [], lane: [], sentBytes: 0, recvBytes: 0,
       eof: false, member: "" };
-    st.socks.set(name, s);
+    st.socks.set(key, s);
   }
   return s;
 }
@@ -43,16 +50,16 @@ function loop(st, name) {
 function fold(st, ev) {
   const e = { pending: 0, bytes: 0, limit: 0, count: 0, ...ev };
   const l = loop(st, e.loop);
-  const s = sock(st, e.sock);
+  const s = sock(st, e.sock, e.loop);
   if (s && e.loop && e.kind !== "deliver") s.loop = e.loop;
   switch (e.kind) {
     case "select": case "epoll_wait": case "enter": case "block":
       l.asked = e; l.came = null; l.completions = []; l.turn++;
-      for (const n of [...(e.read || []), ...(e.write || []), ...(e.except || [])]) sock(st, n);
+      for (const n of [...(e.read || []), ...(e.write || []), ...(e.except || [])]) sock(st, n, e.loop);
       break;
     case "ready":
       l.came = e; l.changes = [];
-      for (const r of e.ready || []) sock(st, r.sock);
+      for (const r of e.ready || []) sock(st, r.sock, e.loop);
       break;
     case "epoll_ctl":
       st.epoll = true; s.interest = e.flags; l.changes.push(e);
@@ -151,7 +158,7 @@ function draw(view, st) {
   let html = '<div class="waits">';
   for (const l of loops.length ? loops : [loop(st, "")]) {
     const who = l.name ? l.name + " " : "";
-    html += `<div class="asked"><b>${esc(who)}asked</b>${esc(l.asked ? strip(l.asked.text) : "(not waiting yet)")}</div>`;
+    html += `<div class="asked"><b>${esc(who)}asked</b>${esc(l.asked ? strip(l.asked.text) : "(no wait line yet; step10 has none: the Go runtime's netpoller waits for it)")}</div>`;
     let came = l.came ? strip(l.came.text) : l.asked ? "(asleep: nothing came back yet)" : "";
     if (l.completions.length) came = l.completions.map((c) => strip(c.text).replace(/^complete\s+/, "")).join(" · ");
     html += `<div class="came"><b>${esc(who)}came back</b>${esc(came)}</div>`;
@@ -177,7 +184,7 @@ function draw(view, st) {
 }
 
 // strip drops the loop prefix's padding for display: the verb column is for the text pane.
-function strip(text) { return text.replace(/\s{2,}/g, " "); }
+function strip(text) { return text.replace(/^L\d+ /, "").replace(/\s{2,}/g, " "); }
 
 function drawSockets(st, socks, loops, prefix) {
   const asked = { r: new Set(), w: new Set(), x: new Set() };
@@ -189,7 +196,7 @@ function drawSockets(st, socks, loops, prefix) {
     if (l.asked?.kind === "block") asked.r.add(l.asked.sock);
     for (const n of l.came?.read || []) came.set(n, "R");
     for (const n of l.came?.write || []) came.set(n, (came.get(n) || "") + "W");
-    for (const r of l.came?.ready || []) came.set(r.sock, r.events);
+    for (const r of l.came?.ready || []) came.set(sockKey(r.sock, l.name), r.events);
     for (const c of l.completions) if (c.sock) came.set(c.sock, c.op + " " + c.result);
   }
   const perRow = Math.max(1, Math.min(socks.length, 8));
@@ -203,7 +210,7 @@ function drawSockets(st, socks, loops, prefix) {
     svg += `<g class="${cls}" id="${prefix}-sock-${esc(s.name)}" data-open="${s.open}" data-reason="${esc(s.reason)}" data-pending="${s.pending}" ` +
       `data-high="${s.high}" data-limit="${s.limit}" data-paused="${s.paused}" data-ever-paused="${s.everPaused}" transform="translate(${x},${y})">`;
     svg += `<rect class="box" width="${BOX_W}" height="${BOX_H}" rx="6"/>`;
-    svg += `<text x="8" y="16" font-weight="bold">${esc(s.name)}${s.loop ? " · " + esc(s.loop) : ""}</text>`;
+    svg += `<text x="8" y="16" font-weight="bold">${esc(s.label)}${s.loop ? " · " + esc(s.loop) : ""}</text>`;
     const marks = (asked.r.has(s.name) ? "R" : "") + (asked.w.has(s.name) ? "W" : "") + (asked.x.has(s.name) ? "X" : "");
     if (marks) svg += `<text class="mark" x="${BOX_W - 6}" y="16" text-anchor="end" fill="#7a4c00">watch ${marks}</text>`;
     let line2 = s.open ? (s.role === "client" ? (s.member || "open") : s.role === "listener" ? "listening" : "open") : "closed (" + s.reason + ")";
@@ -237,11 +244,11 @@ function drawQueue(s) {
 // made since the last wait came back.
 function drawInterest(st, socks, loops) {
   const changed = new Set();
-  for (const l of loops) for (const c of l.changes) changed.add(c.sock);
+  for (const l of loops) for (const c of l.changes) changed.add(sockKey(c.sock, l.name));
   let html = '<div class="interest"><table><tr><th>epoll interest</th><th>events</th><th>change this turn</th></tr>';
   for (const s of socks.filter((s) => s.interest)) {
-    const ch = loops.flatMap((l) => l.changes).filter((c) => c.sock === s.name).map((c) => c.op + " " + c.flags).join(", ");
-    html += `<tr class="${changed.has(s.name) ? "changed" : ""}"><td>${esc(s.name)}${s.loop ? " (" + esc(s.loop) + ")" : ""}</td><td>${esc(s.interest)}</td><td>${esc(ch)}</td></tr>`;
+    const ch = loops.flatMap((l) => l.changes.filter((c) => sockKey(c.sock, l.name) === s.name)).map((c) => c.op + " " + c.flags).join(", ");
+    html += `<tr class="${changed.has(s.name) ? "changed" : ""}"><td>${esc(s.label)}${s.loop ? " (" + esc(s.loop) + ")" : ""}</td><td>${esc(s.interest)}</td><td>${esc(ch)}</td></tr>`;
   }
   return html + "</table></div>";
 }
@@ -589,7 +596,7 @@ async function main() {
     $("message").textContent = `Unknown step ${q.get("step")}: pick one of ${steps.map((s) => s.name).join(", ")}.`;
   }
   document.body.dataset.ready = "true";
-  if (mode === "replay" && q.get("scenario")) loadReplay();
+  if (mode === "replay" && q.get("scenario")) loadReplay().then(() => { if (q.get("at")) setReplay(Number(q.get("at")) - 1); });
   if (mode === "compare" && q.get("scenario")) loadCompare();
 }
 

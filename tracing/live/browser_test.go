@@ -74,7 +74,8 @@ func startBrowser(t *testing.T, path string) *browser {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(path, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
-		"--no-first-run", "--no-default-browser-check", "--user-data-dir="+t.TempDir(), "about:blank")
+		"--no-first-run", "--no-default-browser-check",
+		"--disable-extensions", "--disable-component-update", "--disable-background-networking", "--disable-sync", "--disable-default-apps", "--user-data-dir="+t.TempDir(), "about:blank")
 	cmd.ExtraFiles = []*os.File{toR, fromW} // its fds 3 and 4
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

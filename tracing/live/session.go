@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -430,7 +431,17 @@ func (se *Session) connect() error {
 	name := fmt.Sprintf("c%d", se.named)
 	se.mu.Unlock()
 	se.addLines(">> " + name + " connect\n")
-	conn, err := net.Dial("tcp", se.Addr) // the server's address, on loopback (replay.Watch chose it)
+	// The server's address, on loopback (replay.Watch chose it). A fixed receive buffer, set before
+	// connecting, as a scenario's rcvbuf= does: a client that stops reading then stalls the server
+	// after about 32 KiB, whatever the kernel's autotuning would have grown it to; and one that
+	// reads again gets it all at once (shrinking the buffer of a connected socket instead, as
+	// stop-reading does in a scenario, leaves a window that grows back slowly, for seconds).
+	dialer := net.Dialer{Control: func(_, _ string, raw syscall.RawConn) error {
+		var err error
+		raw.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, clientRcvBuf) })
+		return err
+	}}
+	conn, err := dialer.Dial("tcp", se.Addr)
 	if err != nil {
 		return fmt.Errorf("%s: %v", name, err)
 	}
@@ -445,6 +456,9 @@ func (se *Session) connect() error {
 	return nil
 }
 
+// clientRcvBuf is the receive buffer of a live client (the kernel doubles it).
+const clientRcvBuf = 16 << 10
+
 // client is one live client: it reads whatever arrives (until told to stop) and writes what the page
 // sends, each in a goroutine of its own, so that a server that does not read stalls only the writer.
 type client struct {
@@ -454,7 +468,6 @@ type client struct {
 	out         chan []byte   // what the writer is to send, in order
 	wake        chan struct{} // tells a reader that stopped that it may read again
 	patternSent int           // bytes of the pattern sent so far (only Act touches it)
-	rcvbuf      int           // the receive buffer to restore when reading resumes
 
 	mu      sync.Mutex
 	reading bool
@@ -465,11 +478,6 @@ type client struct {
 func newClient(name string, conn *net.TCPConn, se *Session) *client {
 	c := &client{name: name, conn: conn, se: se, out: make(chan []byte, 1024), wake: make(chan struct{}, 1),
 		reading: true, done: make(chan struct{})}
-	if raw, err := conn.SyscallConn(); err == nil {
-		raw.Control(func(fd uintptr) {
-			c.rcvbuf, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
-		})
-	}
 	go c.readLoop()
 	go c.writeLoop()
 	return c
@@ -545,20 +553,14 @@ func (c *client) send(p []byte) {
 	}
 }
 
-// setReading stops or resumes reading. Stopping also shrinks the receive buffer to the kernel's
-// minimum, as a scenario's stop-reading does, so that what the server sends piles up on its side.
+// setReading stops or resumes reading: what the server sends then fills the client's receive buffer,
+// and piles up on the server's side.
 func (c *client) setReading(on bool) error {
 	c.mu.Lock()
 	c.reading = on
 	c.mu.Unlock()
 	if !on {
-		if err := c.conn.SetReadBuffer(1); err != nil {
-			return err
-		}
 		return c.conn.SetReadDeadline(time.Now()) // ends the Read under way
-	}
-	if c.rcvbuf > 0 {
-		c.conn.SetReadBuffer(c.rcvbuf / 2) // the kernel doubles what it is given, and reported the double
 	}
 	c.conn.SetReadDeadline(time.Time{})
 	select {

@@ -296,6 +296,22 @@ func TestLiveSessionStream(t *testing.T) {
 	waitGone(t, s, se)
 }
 
+// The live view's lesson on step03: a client that stops reading is sent more than its buffers hold;
+// the queue takes it up to the high-water mark and the loop stops reading it, while c2 is served.
+func TestLiveQueueTakesIt(t *testing.T) {
+	_, hs := newServer(t)
+	var se SessionInfo
+	post(t, hs, "/api/live", "step=step03&args=-sndbuf+4096", 200, &se)
+	events := openEvents(t, hs, se.ID)
+	for _, a := range []string{`{"verb":"connect"}`, `{"verb":"connect"}`, `{"verb":"stop-reading","client":"c1"}`,
+		`{"verb":"send-bytes","client":"c1","bytes":200000}`, `{"verb":"send","client":"c2","text":"hello?"}`} {
+		post(t, hs, "/api/live/"+se.ID+"/act", a, 200, nil)
+	}
+	events.until("c1's queue paused, and c2's echo",
+		func(e Event) bool { return e.Kind == "pause" && e.Sock == "c1" && e.Pending >= e.Limit },
+		func(e Event) bool { return e.Kind == "received" && e.Sock == "c2" && e.Data == `"hello?\n"` })
+}
+
 // SIGTERM from the page: the server says so, finishes and exits; the page is told how it ended.
 func TestLiveSessionSignal(t *testing.T) {
 	s, hs := newServer(t)

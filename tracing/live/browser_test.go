@@ -285,7 +285,7 @@ func TestBrowser(t *testing.T) {
 	// Replay: play step03's slow-reader to the end at the fastest speed.
 	b.navigate(hs.URL + "/?mode=replay&step=step03&scenario=slow-reader")
 	b.waitFor("the transcript", `document.getElementById("replay-pos").dataset.loaded === "true"`, 20*time.Second)
-	b.eval(`document.getElementById("replay-speed").value = 60`, nil)
+	b.eval(`(s => { s.value = 60; s.dispatchEvent(new Event("input")); })(document.getElementById("replay-speed"))`, nil)
 	b.click("#replay-play")
 	b.waitFor("the replay to play to its end", `(p => p.dataset.total > 0 && p.dataset.n === p.dataset.total)(document.getElementById("replay-pos"))`, 20*time.Second)
 	var replayed struct {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -202,6 +203,35 @@ func TestStepThatExits(t *testing.T) {
 	post(t, hs, "/api/live", "step=step02&args=-nosuchflag", 500, &e)
 	if !strings.Contains(e["error"], "step02 did not start") || !strings.Contains(e["error"], "it exited (exit status 2)") {
 		t.Errorf("a server that exits at once: %q", e["error"])
+	}
+}
+
+// A step that does not build: replay and live both say so, with the compiler's words.
+func TestStepThatDoesNotBuild(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"go.mod":                           "module muxlab\n\ngo 1.26\n",
+		"step99-broken/main.go":            "package main\n\nfunc main() { undefinedThing() }\n",
+		"step99-broken/scenarios/seed.txt": "connect c1\n",
+	}
+	for name, text := range files {
+		os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := New(dir)
+	hs := httptest.NewServer(s)
+	defer s.Close()
+	defer hs.Close()
+	var e map[string]string
+	get(t, hs, "/api/replay?step=step99&scenario=seed", 500, &e)
+	if !strings.Contains(e["error"], "step99 does not build") || !strings.Contains(e["error"], "undefinedThing") {
+		t.Errorf("replay of a broken step: %q", e["error"])
+	}
+	post(t, hs, "/api/live", "step=step99", 500, &e)
+	if !strings.Contains(e["error"], "step99 does not build") {
+		t.Errorf("live session of a broken step: %q", e["error"])
 	}
 }
 

@@ -60,6 +60,10 @@ type reply struct {
 	} `json:"error"`
 }
 
+// buildWithin bounds the waits that include building a step (go build, on a machine that may be
+// running every other package's tests).
+const buildWithin = 90 * time.Second
+
 // callWithin bounds every command: a browser that stops answering fails the test, it does not hang it.
 const callWithin = 20 * time.Second
 
@@ -130,6 +134,12 @@ func (b *browser) readReplies() {
 // call sends a command (to the page, once attached) and decodes its result into out.
 func (b *browser) call(method string, params any, out any) {
 	b.t.Helper()
+	b.callWithin(method, params, out, callWithin)
+}
+
+// callWithin is call with its own bound, for a command that waits in the page.
+func (b *browser) callWithin(method string, params any, out any, bound time.Duration) {
+	b.t.Helper()
 	b.mu.Lock()
 	if b.dead != nil {
 		b.mu.Unlock()
@@ -160,13 +170,18 @@ func (b *browser) call(method string, params any, out any) {
 				b.t.Fatalf("%s: %v", method, err)
 			}
 		}
-	case <-time.After(callWithin):
-		b.t.Fatalf("%s: no answer within %v", method, callWithin)
+	case <-time.After(bound):
+		b.t.Fatalf("%s: no answer within %v", method, bound)
 	}
 }
 
 // eval runs a JavaScript expression in the page (awaiting it if it is a promise) and returns its value.
 func (b *browser) eval(expr string, out any) {
+	b.t.Helper()
+	b.evalWithin(expr, out, callWithin)
+}
+
+func (b *browser) evalWithin(expr string, out any, bound time.Duration) {
 	b.t.Helper()
 	var r struct {
 		Result struct {
@@ -179,7 +194,7 @@ func (b *browser) eval(expr string, out any) {
 			} `json:"exception"`
 		} `json:"exceptionDetails"`
 	}
-	b.call("Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true, "awaitPromise": true}, &r)
+	b.callWithin("Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true, "awaitPromise": true}, &r, bound)
 	if e := r.ExceptionDetails; e != nil {
 		b.t.Fatalf("%s: %s %s", expr, e.Text, e.Exception.Description)
 	}
@@ -196,7 +211,7 @@ func (b *browser) eval(expr string, out any) {
 func (b *browser) waitFor(what, cond string, within time.Duration) {
 	b.t.Helper()
 	var ok bool
-	b.eval(fmt.Sprintf(`new Promise((done) => {
+	b.evalWithin(fmt.Sprintf(`new Promise((done) => {
 		const until = Date.now() + %d;
 		const check = () => {
 			let v = false;
@@ -204,7 +219,7 @@ func (b *browser) waitFor(what, cond string, within time.Duration) {
 			if (v || Date.now() > until) done(v); else setTimeout(check, 20);
 		};
 		check();
-	})`, within.Milliseconds(), cond), &ok)
+	})`, within.Milliseconds(), cond), &ok, within+callWithin)
 	if !ok {
 		var shown string
 		b.eval(`[...document.querySelectorAll(".error:not([hidden]), .message:not([hidden]), #live-status")].map((e) => e.textContent).join(" | ")`, &shown)
@@ -284,7 +299,7 @@ func TestBrowser(t *testing.T) {
 
 	// Replay: play step03's slow-reader to the end at the fastest speed.
 	b.navigate(hs.URL + "/?mode=replay&step=step03&scenario=slow-reader")
-	b.waitFor("the transcript", `document.getElementById("replay-pos").dataset.loaded === "true"`, 20*time.Second)
+	b.waitFor("the transcript (step03 built and replayed)", `document.getElementById("replay-pos").dataset.loaded === "true"`, buildWithin)
 	b.eval(`(s => { s.value = 60; s.dispatchEvent(new Event("input")); })(document.getElementById("replay-speed"))`, nil)
 	b.click("#replay-play")
 	b.waitFor("the replay to play to its end", `(p => p.dataset.total > 0 && p.dataset.n === p.dataset.total)(document.getElementById("replay-pos"))`, 20*time.Second)
@@ -329,7 +344,7 @@ func TestBrowser(t *testing.T) {
 		b.waitFor(selector+"'s outcome", fmt.Sprintf(`Number(document.getElementById("live-status").dataset.seq) > %d`, before), 15*time.Second)
 	}
 	b.click("#live-start")
-	b.waitFor("the server to start", `document.getElementById("live-status").dataset.state === "idle"`, 20*time.Second)
+	b.waitFor("the server to start (step02 built)", `document.getElementById("live-status").dataset.state === "idle"`, buildWithin)
 	act("#live-connect")
 	act("#live-connect")
 	b.waitFor("two clients' buttons", `document.querySelector('[data-client="c2"]')`, 5*time.Second)
@@ -351,7 +366,7 @@ func TestBrowser(t *testing.T) {
 
 	// Compare: step02 and step03 on step02's seed.
 	b.navigate(hs.URL + "/?mode=compare&a=step02&b=step03&scenario=seed")
-	b.waitFor("the comparison", `document.getElementById("compare-pos").dataset.loaded === "true"`, 20*time.Second)
+	b.waitFor("the comparison", `document.getElementById("compare-pos").dataset.loaded === "true"`, buildWithin)
 	var diffs int
 	b.eval(`document.querySelectorAll("#compare-rows tr.diff").length`, &diffs)
 	if diffs == 0 {

@@ -202,6 +202,10 @@ func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, nil, badRequest("%s is a chat room scenario: %s serves the echo only (compare it with step04 on)", sc.Name, b.Name))
 		return
 	}
+	if sc.Service == "echo" && number(b.Name) == 4 {
+		writeJSON(w, nil, badRequest("%s is an echo scenario: step04 serves the chat room only (compare it with step03, or step05 on)", sc.Name))
+		return
+	}
 	pa, err := s.play(a, sc)
 	if err != nil {
 		writeJSON(w, nil, err)

@@ -168,6 +168,10 @@ func TestCompare(t *testing.T) {
 	if !strings.Contains(e["error"], "serves the echo only") {
 		t.Errorf("a room scenario on step02: %q", e["error"])
 	}
+	get(t, hs, "/api/compare?a=step02&b=step04&scenario=seed", 400, &e)
+	if !strings.Contains(e["error"], "step04 serves the chat room only") {
+		t.Errorf("an echo scenario on step04: %q", e["error"])
+	}
 }
 
 // Bad input gets a message that says what is wrong and what would be right.

@@ -62,11 +62,12 @@ type Session struct {
 	named   int  // clients connected so far: the next is c<named+1>
 	ended   bool // Close has run
 	watched bool // a page has opened the event stream
-	done    chan struct{}
+	done    chan struct{} // closed by Close: the clients' and watchExit's goroutines end
 }
 
 // Status is what a session says about the server: idle (asleep, waiting for the outside world),
-// unnoticed (an action it did not react to), busy, exited, or ended (the session is over).
+// unnoticed (an action it did not react to), busy, exited, ended (the session is over), or client (a
+// client's own trouble: a send that failed, or too much unsent).
 type Status struct {
 	State   string `json:"state"`
 	Message string `json:"message"`

@@ -59,9 +59,9 @@ type Session struct {
 	status  Status        // the last thing the session says about itself
 	changed chan struct{} // closed and replaced when events or status change
 	clients map[string]*client
-	named   int  // clients connected so far: the next is c<named+1>
-	ended   bool // Close has run
-	watched bool // a page has opened the event stream
+	named   int           // clients connected so far: the next is c<named+1>
+	ended   bool          // Close has run
+	watched bool          // a page has opened the event stream
 	done    chan struct{} // closed by Close: the clients' and watchExit's goroutines end
 }
 

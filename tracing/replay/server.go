@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -43,6 +44,9 @@ type Server struct {
 
 	exited  chan struct{}
 	exitErr error
+
+	onLines func(lines string) // with Watch: given every complete line read, in order
+	group   bool               // with Watch: the server leads a process group of its own
 }
 
 var listening = regexp.MustCompile(`listening on (\S+)`)
@@ -66,9 +70,21 @@ func Start(binary string, args ...string) (*Server, error) {
 	return start(binary, false, nil, args)
 }
 
+// Watch is Start for a live view of the server: lines is given the trace's complete lines as they are
+// read (one or more lines at a time, in order, from whichever goroutine read them; it must not block
+// nor call the Server), and the server leads a process group of its own, which Kill ends whole, so
+// that nothing it started outlives the view.
+func Watch(binary string, lines func(string), args ...string) (*Server, error) {
+	return start(binary, false, nil, args, func(s *Server) { s.onLines, s.group = lines, true })
+}
+
+// Done is closed when the server has exited.
+func (s *Server) Done() <-chan struct{} { return s.exited }
+
 // start is Start; with feed, the server also keeps the lines a session has not yet taken. started, if
-// not nil, is given the process as soon as it runs, before start waits for its address.
-func start(binary string, feed bool, started func(*os.Process), args []string) (*Server, error) {
+// not nil, is given the process as soon as it runs, before start waits for its address. Each of opts,
+// if any, sets up the Server before the process starts.
+func start(binary string, feed bool, started func(*os.Process), args []string, opts ...func(*Server)) (*Server, error) {
 	if !hasFlag(args, "addr") {
 		args = append([]string{"-addr", "127.0.0.1:0"}, args...)
 	}
@@ -83,7 +99,13 @@ func start(binary string, feed bool, started func(*os.Process), args []string) (
 	if feed {
 		s.fresh = newClip(KeepHead, KeepTail)
 	}
+	for _, o := range opts {
+		o(s)
+	}
 	s.cmd = exec.Command(binary, args...)
+	if s.group {
+		s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
 	s.cmd.Stdout = w
 	s.cmd.Stderr = s.stderr
 	err := s.cmd.Start()
@@ -229,6 +251,9 @@ func (s *Server) add(p []byte) {
 
 func (s *Server) keep(lines []byte) {
 	s.trace.Write(lines)
+	if s.onLines != nil {
+		s.onLines(string(lines))
+	}
 	if s.fresh != nil {
 		s.fresh.Write(lines)
 	}
@@ -364,7 +389,11 @@ func (s *Server) Wait(within time.Duration) (int, error) {
 // Kill stops the server if it still runs and releases the pipe.
 func (s *Server) Kill() {
 	if s.cmd.Process != nil && !s.Exited() {
-		s.cmd.Process.Kill()
+		if s.group {
+			unix.Kill(-s.cmd.Process.Pid, unix.SIGKILL) // the server and whatever it started
+		} else {
+			s.cmd.Process.Kill()
+		}
 		<-s.exited
 	}
 	s.mu.Lock()

@@ -126,7 +126,7 @@ func start(p program) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.cmd.Start(); err != nil {
+	if err := startPlaced(c.cmd.Start); err != nil {
 		return nil, err
 	}
 	addr := make(chan string, 1)
@@ -148,6 +148,7 @@ func start(p program) (*child, error) {
 	}()
 	select {
 	case c.addr = <-addr:
+		noteServer(p.name, c.cmd.Process.Pid) // listening: its threads are there by now
 		return c, nil
 	case <-c.done:
 		return nil, fmt.Errorf("%s exited before listening: %s", p.name, c.stderr)

@@ -533,7 +533,7 @@ func chatReport(res *results, level string) string {
 		} else {
 			p("**Unpaced**: each sender writes its lines as fast as TCP takes them (up to 4 KiB of lines a write, again as soon as epoll says its socket has space), as an outsider's load generator does.\n\n")
 		}
-		p("| server | lines delivered/s | ÷ baseline | server CPU µs/line | latency p50 µs | p99 µs | lines missing (per run) | checked |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
+		p("| server | lines delivered/s | server CPU µs/line | lines/s ÷ baseline | latency p50 µs | p99 µs | lines missing (per run) | checked |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
 		bc := res.chat[mode][baseline]
 		for _, name := range res.chatNames {
 			c := res.chat[mode][name]
@@ -545,7 +545,7 @@ func chatReport(res *results, level string) string {
 				r = fmt.Sprintf("%.2f×", paired(c.rate, bc.rate).median())
 			}
 			p("| %s | %s | %s | %s | %s | %s | %s | %d deliveries in the last run, each once |\n", name,
-				c.rate.show("%.0f"), r, c.cpu.show("%.3f"), c.p50.show("%.0f"), c.p99.show("%.0f"), missingShow(c.missing), c.deliveries)
+				c.rate.show("%.0f"), c.cpu.show("%.3f"), r, c.p50.show("%.0f"), c.p99.show("%.0f"), missingShow(c.missing), c.deliveries)
 		}
 		p("\n")
 	}
@@ -577,16 +577,18 @@ func placementReport(res *results) string {
 	if res.shared != nil {
 		passes = append(passes, res.shared)
 	}
-	p("| pass | load generator: CPUs (GOMAXPROCS) | server | server: CPUs | server's runtime.NumCPU() |\n|---|---|---|---|---:|\n")
+	p("| pass | load generator: CPUs (GOMAXPROCS) | servers: CPUs, every thread | servers' runtime.NumCPU() |\n|---|---|---|---:|\n")
 	for _, r := range passes {
-		names := slices.Sorted(maps.Keys(r.placed.servers))
-		for i, name := range names {
-			gen := ""
-			if i == 0 {
-				gen = fmt.Sprintf("%s (%d)", r.placed.generator, r.placed.maxprocs)
+		byList := map[string][]string{} // Cpus_allowed_list: the servers that had it
+		for name, list := range r.placed.servers {
+			byList[list] = append(byList[list], name)
+		}
+		for _, list := range slices.Sorted(maps.Keys(byList)) {
+			who := fmt.Sprintf("every server (%d)", len(byList[list]))
+			if len(byList) > 1 {
+				who = strings.Join(slices.Sorted(slices.Values(byList[list])), ", ")
 			}
-			list := r.placed.servers[name]
-			p("| %s | %s | %s | %s | %d |\n", r.placed.name, gen, name, list, countCPUs(list))
+			p("| %s | %s (%d) | %s: %s | %d |\n", r.placed.name, r.placed.generator, r.placed.maxprocs, who, list, countCPUs(list))
 		}
 	}
 	p("\n")

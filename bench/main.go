@@ -3,11 +3,13 @@
 // Command bench measures the lab's steps against each other, and against what a Go programmer would
 // write instead (a goroutine per connection, with net), on this machine, over loopback:
 //
-//	go run ./bench          the full suite, about ten minutes; writes docs/performance.md
-//	go run ./bench -smoke   a few seconds; checks every workload still runs and every byte checks out
+//	go run ./bench          the full suite, about half an hour; writes docs/performance.md
+//	go run ./bench -smoke   twenty seconds; checks every workload still runs and every byte checks out
 //
 // It builds each server, runs it as a child process with tracing off, drives it with a load generator
-// in this process (load.go), and reads the server's CPU time and memory from /proc. Every figure is
+// in this process (load.go), and reads the server's CPU time and memory from /proc. By default the
+// server runs on CPUs of its own and the generator on the others (placement.go), and a shorter pass of
+// echo and chat follows with both free to run anywhere, to compare. Every figure is
 // measured several times, with the servers taken in turn inside each repetition, so that a slow moment
 // of the machine falls on all of them alike; the report gives the median and the range.
 package main

@@ -195,6 +195,7 @@ type echoPoint struct{ conns, size int }
 
 type echoCell struct {
 	rate, p50, p99, cpu sample // msgs/s, µs, µs, µs of server CPU per message
+	sleeps              sample // server threads' sleeps per message
 	refused             string
 }
 
@@ -416,8 +417,9 @@ func runEcho(cfg config, res *results, progs []program, log io.Writer) error {
 					cell.p50 = append(cell.p50, us(run.rtt(0.50)))
 					cell.p99 = append(cell.p99, us(run.rtt(0.99)))
 					cell.cpu = append(cell.cpu, run.cpuPerMsg())
-					fmt.Fprintf(log, "echo rep %d/%d %4d conns %4d B  %-20s %8.0f msg/s  p50 %6.1f µs  cpu %5.2f µs/msg\n",
-						rep+1, cfg.reps, conns, size, p.name, run.rate(), us(run.rtt(0.5)), run.cpuPerMsg())
+					cell.sleeps = append(cell.sleeps, run.sleepsPerMsg())
+					fmt.Fprintf(log, "echo rep %d/%d %4d conns %4d B  %-20s %8.0f msg/s  p50 %6.1f µs  cpu %5.2f µs/msg  sleeps %.3f/msg\n",
+						rep+1, cfg.reps, conns, size, p.name, run.rate(), us(run.rtt(0.5)), run.cpuPerMsg(), run.sleepsPerMsg())
 				}
 			}
 		}

@@ -35,6 +35,7 @@ func report(res *results) string {
 	p("- **msg/s** and round trip (**p50**, **p99**) depend on the load generator as much as on the server: pinned, each has its own CPUs; shared, both compete for all of them.\n")
 	p("- **CPU/msg** is the server's own CPU time in the window (user + system, all threads) divided by the messages it answered: ")
 	p("the figure to compare servers by. It is read from `/proc/PID/task/*/schedstat`, in nanoseconds; `/proc/PID/stat` has the same total in 10 ms ticks, too coarse for a %v window.\n", cfg.window)
+	p("- **sleeps/msg** is how often, per message, a server thread went to sleep (the sum of `voluntary_ctxt_switches` in `/proc/PID/task/*/status` over the window): each sleep is a wake-up paid later, and pinned, a wake-up sent across cores. A server that finds work waiting when it looks again sleeps less, and pays less per message.\n")
 	p("- On a busy machine (a load average above the number of cores) the absolute figures move from run to run, and the ranges are wide. Compare servers within one run, by the ratios of their medians, never figures from two runs: that is why the targets below are ratios to the baseline measured in the same run.\n")
 	p("- Every echoed byte is compared with what was sent (each connection has its own byte pattern and a sequence number), and every chat line is checked: right sender, in order, none missing, none twice. A run that fails a check stops the bench; it is never averaged in.\n\n")
 	if len(res.missing) > 0 {
@@ -492,7 +493,7 @@ func fairnessReport(res *results) string {
 func echoTable(res *results) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	p("| conns | size | server | msg/s | p50 µs | p99 µs | server CPU µs/msg | CPU/msg ÷ baseline | msg/s ÷ baseline |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
+	p("| conns | size | server | msg/s | p50 µs | p99 µs | server CPU µs/msg | CPU/msg ÷ baseline | msg/s ÷ baseline | server sleeps/msg |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, conns := range res.cfg.echoConns {
 		for _, size := range res.cfg.echoSizes {
 			base := res.echo[echoPoint{conns, size}][baseline]
@@ -502,13 +503,13 @@ func echoTable(res *results) string {
 					continue
 				}
 				if c.refused != "" {
-					p("| %d | %s | %s | %s | | | | | |\n", conns, bytesize(size), name, c.refused)
+					p("| %d | %s | %s | %s | | | | | | |\n", conns, bytesize(size), name, c.refused)
 					continue
 				}
-				p("| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", conns, bytesize(size), name,
+				p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", conns, bytesize(size), name,
 					c.rate.show("%.0f"), c.p50.show("%.1f"), c.p99.show("%.1f"), c.cpu.show("%.2f"),
 					ratio(c.cpu, base, func(c *echoCell) sample { return c.cpu }),
-					ratio(c.rate, base, func(c *echoCell) sample { return c.rate }))
+					ratio(c.rate, base, func(c *echoCell) sample { return c.rate }), c.sleeps.show("%.3f"))
 			}
 		}
 	}

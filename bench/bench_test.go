@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 
@@ -44,10 +45,36 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("scan %s at %d idle: refused %d (%q); want all held", name, top, c.refused, c.said)
 		}
 	}
+	// Both placements ran: the main pass pinned, the shared pass after it. Pinned, every thread of
+	// every server ran on the server's CPUs alone, and the generator on the others.
+	if res.placed.name != pinned || res.shared == nil || res.shared.placed.name != shared {
+		t.Fatalf("placements: main %q, shared pass %v; want pinned, then shared", res.placed.name, res.shared != nil)
+	}
+	for name, list := range res.placed.servers {
+		if list != cpuList(res.placed.srvSet) && list != cpuRange(res.placed.srvSet) {
+			t.Errorf("pinned: %s ran on CPUs %q, want %s", name, list, cpuList(res.placed.srvSet))
+		}
+	}
+	if gen := res.placed.generator; len(res.placed.servers) == 0 || gen != cpuList(res.placed.genSet) && gen != cpuRange(res.placed.genSet) {
+		t.Errorf("pinned: generator on %q (want %s), servers %v", res.placed.generator, cpuList(res.placed.genSet), res.placed.servers)
+	}
+	// Both chat workloads, in both passes: smoke's rooms are far too small to put anyone out, so every
+	// line of every sender reaches every other member.
 	want := smoke.chat.senders * smoke.chat.lines * (smoke.chat.members - 1)
-	for _, name := range res.chatNames {
-		if c := res.chat[name]; c == nil || c.deliveries != want {
-			t.Errorf("chat %s: %+v, want %d deliveries", name, c, want)
+	for _, pass := range []*results{res, res.shared} {
+		for _, mode := range chatModes {
+			for _, name := range res.chatNames {
+				if c := pass.chat[mode][name]; c == nil || c.deliveries != want || slices.Max(c.missing) != 0 {
+					t.Errorf("chat %s, %s, %s: %+v, want %d deliveries, none missing", pass.placed.name, mode, name, c, want)
+				}
+			}
+		}
+	}
+	for pt, cells := range res.shared.echo {
+		for name, c := range cells {
+			if c.refused != "" || len(c.cpu) != smoke.shared.reps {
+				t.Errorf("shared echo %d conns × %d B, %s: %d runs, refused %q", pt.conns, pt.size, name, len(c.cpu), c.refused)
+			}
 		}
 	}
 	for _, name := range res.fairNames {
@@ -61,7 +88,7 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	page := report(res)
-	for _, section := range []string{"## Echo", "## Scan", "```mermaid", "## Idle memory", "## Chat fan-out", "## Tracing cost", "## Fairness", "## Targets"} {
+	for _, section := range []string{"## Echo", "## Scan", "```mermaid", "## Idle memory", "## Chat fan-out", "## Tracing cost", "## Fairness", "## Targets", "## Placement", "**Unpaced**", "## The shared placement"} {
 		if !strings.Contains(page, section) {
 			t.Errorf("report has no %q", section)
 		}

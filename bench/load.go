@@ -221,6 +221,7 @@ type echoRun struct {
 	msgs    int           // round trips completed inside the window
 	elapsed time.Duration // the window's real length
 	cpu     time.Duration // server CPU time used in the window
+	sleeps  int           // times a server thread went to sleep in the window (see child.sleeps)
 	rtts    []time.Duration
 }
 
@@ -230,6 +231,9 @@ func (r echoRun) rate() float64 { return float64(r.msgs) / r.elapsed.Seconds() }
 func (r echoRun) cpuPerMsg() float64 {
 	return float64(r.cpu) / float64(time.Microsecond) / float64(max(r.msgs, 1))
 }
+
+// sleepsPerMsg is how often, per round trip, a server thread went to sleep and had to be woken.
+func (r echoRun) sleepsPerMsg() float64 { return float64(r.sleeps) / float64(max(r.msgs, 1)) }
 
 func (r echoRun) rtt(q float64) time.Duration {
 	if len(r.rtts) == 0 {
@@ -315,6 +319,7 @@ func pingPong(fds []int, size int, warm, window time.Duration, srv *child) (echo
 	}
 	measureAt, stopAt := begin.Add(warm), begin.Add(warm+window)
 	var cpu0 time.Duration
+	var sleeps0 int
 	measuring, stopping := false, false
 	inflight := len(conns)
 	last := begin
@@ -325,6 +330,7 @@ func pingPong(fds []int, size int, warm, window time.Duration, srv *child) (echo
 			if cpu0, err = srv.cpu(); err != nil {
 				return run, err
 			}
+			sleeps0 = srv.sleeps()
 			measuring, measureAt = true, now
 			run.rtts = make([]time.Duration, 0, 1<<16)
 		}
@@ -333,7 +339,7 @@ func pingPong(fds []int, size int, warm, window time.Duration, srv *child) (echo
 			if err != nil {
 				return run, err
 			}
-			stopping, run.cpu, run.elapsed = true, cpu1-cpu0, now.Sub(measureAt)
+			stopping, run.cpu, run.elapsed, run.sleeps = true, cpu1-cpu0, now.Sub(measureAt), srv.sleeps()-sleeps0
 		}
 		if now.Sub(last) > stall {
 			if err := srv.alive(); err != nil {

@@ -3,11 +3,13 @@
 // Command bench measures the lab's steps against each other, and against what a Go programmer would
 // write instead (a goroutine per connection, with net), on this machine, over loopback:
 //
-//	go run ./bench          the full suite, about ten minutes; writes docs/performance.md
-//	go run ./bench -smoke   a few seconds; checks every workload still runs and every byte checks out
+//	go run ./bench          the full suite, about half an hour; writes docs/performance.md
+//	go run ./bench -smoke   twenty seconds; checks every workload still runs and every byte checks out
 //
 // It builds each server, runs it as a child process with tracing off, drives it with a load generator
-// in this process (load.go), and reads the server's CPU time and memory from /proc. Every figure is
+// in this process (load.go), and reads the server's CPU time and memory from /proc. By default the
+// server runs on CPUs of its own and the generator on the others (placement.go), and a shorter pass of
+// echo and chat follows with both free to run anywhere, to compare. Every figure is
 // measured several times, with the servers taken in turn inside each repetition, so that a slow moment
 // of the machine falls on all of them alike; the report gives the median and the range.
 package main
@@ -48,16 +50,28 @@ type config struct {
 	fair       fairLoad
 	fairReps   int
 	only       map[string]bool // if set, run only these workloads (-workloads)
+	placement  string          // pinned or shared (see placement.go)
+	shared     *config         // after a pinned pass: a shorter pass of the same servers with placement shared, to compare
 }
 
 var full = config{
 	name: "full", reps: 7, warm: 200 * time.Millisecond, window: time.Second,
 	echoConns: []int{1, 64, 1000}, echoSizes: []int{64, 4096},
-	scanActive: 4, scanIdle: []int{0, 100, 500, 1000, 5000, 10000}, scanReps: 5, scanWins: 3,
+	// Three scan repetitions, not five: twelve servers at six levels of three windows each took 23 of
+	// a run's minutes with five, and the shared pass needs some of them (issue 22).
+	scanActive: 4, scanIdle: []int{0, 100, 500, 1000, 5000, 10000}, scanReps: 3, scanWins: 3,
 	chat:     chatLoad{members: 100, senders: 10, lines: 2000, window: 32},
 	chatReps: 7, traceReps: 21,
 	fair:     fairLoad{members: 20, lines: 30000, floodFor: 3 * time.Second},
-	fairReps: 3,
+	fairReps: 3, placement: pinned,
+	// The shared pass repeats only the workloads issue 22 is about, echo at 64 B and the two chats,
+	// with three repetitions: all of it again would double a run of half an hour.
+	shared: &config{
+		name: "full", reps: 3, warm: 200 * time.Millisecond, window: time.Second,
+		echoConns: []int{64, 1000}, echoSizes: []int{64},
+		chat:     chatLoad{members: 100, senders: 10, lines: 2000, window: 32},
+		chatReps: 3, placement: shared, only: map[string]bool{"echo": true, "chat": true},
+	},
 }
 
 // smoke runs every workload at a small size; 1100 idle connections are enough to see select refuse.
@@ -68,7 +82,13 @@ var smoke = config{
 	chat:     chatLoad{members: 10, senders: 3, lines: 50, window: 8},
 	chatReps: 1, traceReps: 1,
 	fair:     fairLoad{members: 4, lines: 2000, floodFor: time.Second},
-	fairReps: 1,
+	fairReps: 1, placement: pinned,
+	shared: &config{
+		name: "smoke", reps: 1, warm: 20 * time.Millisecond, window: 150 * time.Millisecond,
+		echoConns: []int{16}, echoSizes: []int{64},
+		chat:     chatLoad{members: 10, senders: 3, lines: 50, window: 8},
+		chatReps: 1, placement: shared, only: map[string]bool{"echo": true, "chat": true},
+	},
 }
 
 func main() {
@@ -77,7 +97,8 @@ func main() {
 	only := flag.String("servers", "", "measure only the servers whose table name matches this regexp, e.g. 'step05|step06|baseline'")
 	source := flag.String("source", "", "what code is measured, for the report (default: the checkout's git commit, and whether the measured packages have uncommitted changes)")
 	workloads := flag.String("workloads", "", "run only these workloads, comma-separated: echo,scan,chat,tracing,fairness (default all)")
-	flag.StringVar(&profiling.dir, "cpuprofile", "", "write a CPU profile of every server run into this directory (see profile.go); no report unless -out")
+	flag.StringVar(&profiling.dir, "cpuprofile", "", "write a CPU profile of every server run into this directory (see profile.go); no report unless -out; no shared pass")
+	place := flag.String("placement", pinned, "pinned: the server on CPUs of its own, the load generator on the others, then a shorter shared pass of echo and chat to compare; shared: both anywhere, as before issue 22, and no second pass")
 	flag.Parse()
 	if profiling.dir != "" {
 		dir, err := filepath.Abs(profiling.dir)
@@ -94,10 +115,25 @@ func main() {
 	if *smokeMode {
 		cfg = smoke
 	}
+	switch cfg.placement = *place; {
+	case *place == shared || profiling.dir != "":
+		cfg.shared = nil
+	case *place != pinned:
+		fmt.Fprintf(os.Stderr, "bench: -placement %q: want %s or %s\n", *place, pinned, shared)
+		os.Exit(2)
+	}
 	if *workloads != "" {
 		cfg.only = map[string]bool{}
 		for _, w := range strings.Split(*workloads, ",") {
 			cfg.only[strings.TrimSpace(w)] = true
+		}
+		if cfg.shared != nil {
+			sh := *cfg.shared
+			sh.only = map[string]bool{}
+			for w := range cfg.only {
+				sh.only[w] = cfg.shared.only[w]
+			}
+			cfg.shared = &sh
 		}
 	}
 	if *only != "" {
@@ -141,13 +177,15 @@ type results struct {
 	took    time.Duration
 	source  string   // what code was measured
 	missing []string // packages in the server table that are not in this checkout
+	placed  placed   // where the pass ran: its placement, and each process's CPUs
+	shared  *results // the shorter shared pass after a pinned one, if it ran
 
 	echoNames []string
 	echo      map[echoPoint]map[string]*echoCell
 	scan      map[string]map[int]*scanCell // server, idle connections
 	chatNames []string
-	chat      map[string]*chatCell
-	traced    string // the step whose tracing cost was measured
+	chat      map[string]map[string]*chatCell // chat mode (paced, unpaced), server
+	traced    string                          // the step whose tracing cost was measured
 	tracing   map[string]sample
 	fairNames []string
 	fair      map[string][]fairRun
@@ -157,6 +195,7 @@ type echoPoint struct{ conns, size int }
 
 type echoCell struct {
 	rate, p50, p99, cpu sample // msgs/s, µs, µs, µs of server CPU per message
+	sleeps              sample // server threads' sleeps per message
 	refused             string
 }
 
@@ -170,7 +209,8 @@ type scanCell struct {
 type chatCell struct {
 	rate, cpu  sample // lines delivered per second, µs of server CPU per delivered line
 	p50, p99   sample // µs from a line's write to its reading by a member
-	deliveries int    // per repetition, every one checked
+	deliveries int    // in the last repetition, every one checked
+	missing    []int  // per repetition: lines that some member never received
 }
 
 // runSuite builds the servers and runs every workload, writing progress to log.
@@ -179,9 +219,8 @@ func runSuite(cfg config, log io.Writer) (*results, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &results{cfg: cfg, root: root, started: time.Now(), machine: machine(), load: [2]string{loadAverage()},
-		echo: map[echoPoint]map[string]*echoCell{}, scan: map[string]map[int]*scanCell{},
-		chat: map[string]*chatCell{}, tracing: map[string]sample{}, fair: map[string][]fairRun{}}
+	res := newResults(cfg)
+	res.root, res.machine, res.load = root, machine(), [2]string{loadAverage()}
 	if err := raiseFDLimit(); err != nil {
 		return nil, err
 	}
@@ -230,7 +269,36 @@ func runSuite(cfg config, log io.Writer) (*results, error) {
 	for _, p := range chats {
 		res.chatNames = append(res.chatNames, p.name)
 	}
+	if err := runPass(cfg, res, root, dir, echoes, chats, log); err != nil {
+		return nil, err
+	}
+	if cfg.placement == pinned && cfg.shared != nil && len(cfg.shared.only) > 0 {
+		sh := newResults(*cfg.shared)
+		sh.echoNames, sh.chatNames = res.echoNames, res.chatNames
+		if err := runPass(*cfg.shared, sh, root, dir, echoes, chats, log); err != nil {
+			return nil, fmt.Errorf("shared pass: %w", err)
+		}
+		res.shared = sh
+	}
+	res.took = time.Since(res.started)
+	res.load[1] = loadAverage()
+	return res, nil
+}
 
+func newResults(cfg config) *results {
+	return &results{cfg: cfg, started: time.Now(),
+		echo: map[echoPoint]map[string]*echoCell{}, scan: map[string]map[int]*scanCell{},
+		chat: map[string]map[string]*chatCell{}, tracing: map[string]sample{}, fair: map[string][]fairRun{}}
+}
+
+// runPass runs cfg's workloads with cfg's placement.
+func runPass(cfg config, res *results, root, dir string, echoes, chats []program, log io.Writer) error {
+	undo, err := place(cfg.placement)
+	if err != nil {
+		return err
+	}
+	defer undo()
+	fmt.Fprintf(log, "bench: placement %s: generator on CPUs %s, servers on CPUs %s\n", cfg.placement, cpuList(placement.generator), cpuList(placement.server))
 	workloads := []struct {
 		name string
 		run  func() error
@@ -247,12 +315,11 @@ func runSuite(cfg config, log io.Writer) (*results, error) {
 		}
 		profiling.workload = w.name
 		if err := w.run(); err != nil {
-			return nil, fmt.Errorf("%s: %w", w.name, err)
+			return fmt.Errorf("%s: %w", w.name, err)
 		}
 	}
-	res.took = time.Since(res.started)
-	res.load[1] = loadAverage()
-	return res, nil
+	res.placed = recordPlacement()
+	return nil
 }
 
 // describeSource names the code measured: the commit, and whether the servers' packages or the
@@ -350,8 +417,9 @@ func runEcho(cfg config, res *results, progs []program, log io.Writer) error {
 					cell.p50 = append(cell.p50, us(run.rtt(0.50)))
 					cell.p99 = append(cell.p99, us(run.rtt(0.99)))
 					cell.cpu = append(cell.cpu, run.cpuPerMsg())
-					fmt.Fprintf(log, "echo rep %d/%d %4d conns %4d B  %-20s %8.0f msg/s  p50 %6.1f µs  cpu %5.2f µs/msg\n",
-						rep+1, cfg.reps, conns, size, p.name, run.rate(), us(run.rtt(0.5)), run.cpuPerMsg())
+					cell.sleeps = append(cell.sleeps, run.sleepsPerMsg())
+					fmt.Fprintf(log, "echo rep %d/%d %4d conns %4d B  %-20s %8.0f msg/s  p50 %6.1f µs  cpu %5.2f µs/msg  sleeps %.3f/msg\n",
+						rep+1, cfg.reps, conns, size, p.name, run.rate(), us(run.rtt(0.5)), run.cpuPerMsg(), run.sleepsPerMsg())
 				}
 			}
 		}

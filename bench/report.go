@@ -4,6 +4,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -21,46 +22,32 @@ func report(res *results) string {
 	p("**Machine:** %s. **Code:** %s. **Load average** (1, 5, 15 min) at the start: %s; at the end: %s.\n\n", res.machine, res.source, res.load[0], res.load[1])
 	p("Every figure is the median of %d repetitions (scan: %d; chat: %d; tracing: %d), with the range over them in brackets. ",
 		cfg.reps, cfg.scanReps, cfg.chatReps, cfg.traceReps)
+	if sh := res.shared; sh != nil {
+		p("The tables are of the **%s** placement (see below), but for the last section's, of the **%s** placement, whose figures are medians of %d (chat: %d). ", res.placed.name, sh.placed.name, sh.cfg.reps, sh.cfg.chatReps)
+	}
 	p("Within a repetition the servers take turns, starting with a different one each time, so a slow moment of the machine falls on all of them alike.\n\n")
 	p("## How to rerun it, and how to read it\n\n")
-	p("```sh\ngo run ./bench          # the full suite: about a quarter of an hour, rewrites this page\ngo run ./bench -smoke   # seconds: checks every workload and every byte, measures nothing worth keeping\n```\n\n")
+	p("```sh\ngo run ./bench          # the full suite: about half an hour, rewrites this page\ngo run ./bench -smoke   # seconds: checks every workload and every byte, measures nothing worth keeping\n```\n\n")
 	p("The bench builds each server, runs it as a child process with tracing off (`-trace=false`), and drives it over loopback ")
 	p("from a load generator in its own process: one thread, one epoll instance, nonblocking sockets (`bench/load.go` says why). ")
 	p("Servers are the lab's steps and two **baselines**, `bench/baseline/echo` and `bench/baseline/chat`: what a Go programmer would write instead, ")
 	p("a goroutine per connection with the `net` package (whose runtime poller uses epoll underneath).\n\n")
-	p("- **msg/s** and round trip (**p50**, **p99**) depend on the load generator as much as on the server: on a 2-core machine both share the CPUs.\n")
+	p("- **msg/s** and round trip (**p50**, **p99**) depend on the load generator as much as on the server: pinned, each has its own CPUs; shared, both compete for all of them.\n")
 	p("- **CPU/msg** is the server's own CPU time in the window (user + system, all threads) divided by the messages it answered: ")
 	p("the figure to compare servers by. It is read from `/proc/PID/task/*/schedstat`, in nanoseconds; `/proc/PID/stat` has the same total in 10 ms ticks, too coarse for a %v window.\n", cfg.window)
+	p("- **sleeps/msg** is how often, per message, a server thread went to sleep (the sum of `voluntary_ctxt_switches` in `/proc/PID/task/*/status` over the window): each sleep is a wake-up paid later, and pinned, a wake-up sent across cores. A server that finds work waiting when it looks again sleeps less, and pays less per message.\n")
 	p("- On a busy machine (a load average above the number of cores) the absolute figures move from run to run, and the ranges are wide. Compare servers within one run, by the ratios of their medians, never figures from two runs: that is why the targets below are ratios to the baseline measured in the same run.\n")
 	p("- Every echoed byte is compared with what was sent (each connection has its own byte pattern and a sequence number), and every chat line is checked: right sender, in order, none missing, none twice. A run that fails a check stops the bench; it is never averaged in.\n\n")
 	if len(res.missing) > 0 {
 		p("**Not measured:** %s (not in this checkout yet).\n\n", code(res.missing))
 	}
+	b.WriteString(placementReport(res))
 
 	// Echo.
 	p("## Echo: ping-pong\n\n")
-	p("Each connection keeps one message in flight: write it, read the echo, check it, send the next. A fresh server for every run; %v of traffic before a %v window.\n\n", cfg.warm, cfg.window)
+	p("Each connection keeps one message in flight: write it, read the echo, check it, send the next. A fresh server for every run; %v of traffic before a %v window. Placement: %s.\n\n", cfg.warm, cfg.window, res.placed.name)
 	p("The last two columns compare each server with the goroutine baseline measured in the same run: per repetition, between runs made back to back, and the median of those ratios (as in the targets below): CPU below 1 where the server is cheaper per message, msg/s above 1 where it is faster.\n\n")
-	p("| conns | size | server | msg/s | p50 µs | p99 µs | server CPU µs/msg | CPU/msg ÷ baseline | msg/s ÷ baseline |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
-	for _, conns := range cfg.echoConns {
-		for _, size := range cfg.echoSizes {
-			base := res.echo[echoPoint{conns, size}][baseline]
-			for _, name := range res.echoNames {
-				c := res.echo[echoPoint{conns, size}][name]
-				if c == nil {
-					continue
-				}
-				if c.refused != "" {
-					p("| %d | %s | %s | %s | | | | | |\n", conns, bytesize(size), name, c.refused)
-					continue
-				}
-				p("| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", conns, bytesize(size), name,
-					c.rate.show("%.0f"), c.p50.show("%.1f"), c.p99.show("%.1f"), c.cpu.show("%.2f"),
-					ratio(c.cpu, base, func(c *echoCell) sample { return c.cpu }),
-					ratio(c.rate, base, func(c *echoCell) sample { return c.rate }))
-			}
-		}
-	}
+	b.WriteString(echoTable(res))
 	p("\n")
 
 	// Scan.
@@ -143,21 +130,7 @@ func report(res *results) string {
 	p("\n")
 
 	// Chat.
-	p("## Chat fan-out\n\n")
-	l := cfg.chat
-	p("%d members in one room; %d of them send %d lines each, keeping at most %d lines not yet delivered to everyone. ", l.members, l.senders, l.lines, l.window)
-	p("A line is delivered to the %d other members; lines/s counts deliveries, from the first line sent to the last received; ", l.members-1)
-	p("latency is from the write of a line to the read that brought it to a member.\n\n")
-	p("| server | lines delivered/s | server CPU µs/line | latency p50 µs | p99 µs | checked |\n|---|---:|---:|---:|---:|---|\n")
-	for _, name := range res.chatNames {
-		c := res.chat[name]
-		if c == nil {
-			continue
-		}
-		p("| %s | %s | %s | %s | %s | %d deliveries per run, each exactly once |\n", name,
-			c.rate.show("%.0f"), c.cpu.show("%.3f"), c.p50.show("%.0f"), c.p99.show("%.0f"), c.deliveries)
-	}
-	p("\n")
+	b.WriteString(chatReport(res, "##"))
 
 	// Tracing.
 	p("## Tracing cost\n\n")
@@ -174,6 +147,15 @@ func report(res *results) string {
 	}
 
 	b.WriteString(fairnessReport(res))
+	if sh := res.shared; sh != nil {
+		p("## The %s placement: echo and chat again\n\n", sh.placed.name)
+		p("The same servers, with the server and the load generator free to run on any CPU, as the bench ran before issue 22 (`go run ./bench -placement shared` runs every workload so). %d repetitions, echo at %s only. ", sh.cfg.reps, bytesize(sh.cfg.echoSizes[0]))
+		p("Shared, the generator's thread and the server's threads take turns on the same cores and migrate between them: compare the CPU per message with the pinned tables above.\n\n")
+		p("### Echo, shared\n\n")
+		b.WriteString(echoTable(sh))
+		p("\n")
+		b.WriteString(chatReport(sh, "###"))
+	}
 
 	// Targets.
 	b.WriteString(targets(res))
@@ -306,11 +288,13 @@ func scanCharts(res *results) string {
 func targets(res *results) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	p("## Targets (steps 05 to 07 against the goroutine baseline and each other)\n\n")
+	p("## Targets (the event-loop steps against the goroutine baseline and each other)\n\n")
+	p("Placement: %s.\n\n", res.placed.name)
 	if res.cfg.name != full.name {
 		p("*This is a %s run: too short and too small for these verdicts to mean anything; `go run ./bench` gives the ones to read.*\n\n", res.cfg.name)
 	}
-	p("The lab's targets, checked in this run. A ratio is taken within each repetition, between runs made back to back (an epoll step and the baseline at the same load; a scan level and the same server's run with no idle connection; the two tracing builds), and the verdict reads its median over the repetitions: the machine drifts by more than the margins over a run, and pairing cancels the drift. Where one is missed, `go run ./bench -servers 'step05|step06|baseline' -cpuprofile DIR` writes a CPU profile of every server run, for `go tool pprof -top DIR/*.pprof`.\n\n")
+	p("The lab's targets, checked in this run. A ratio is taken within each repetition, between runs made back to back (an epoll step and the baseline at the same load; a scan level and the same server's run with no idle connection; the two tracing builds), and the verdict reads its median over the repetitions: the machine drifts by more than the margins over a run, and pairing cancels the drift. Where one is missed, `go run ./bench -servers 'step05|step06|baseline' -cpuprofile DIR` writes a CPU profile of every server run, for `go tool pprof -top DIR/*.pprof`. ")
+	p("The chat targets (issue 22) ask every event-loop step (05 to 09, each step09 variant) for at least the goroutine room's lines/s, paced and unpaced, with no line missing in any repetition; the goroutine room's own missing lines are in the chat tables, and its lines/s counts only what it delivered.\n\n")
 	const base = baseline
 	steps := []string{"step05 epoll LT", "step06 epoll ET"}
 	if !slices.Contains(res.echoNames, steps[0]) {
@@ -407,12 +391,22 @@ func targets(res *results) string {
 		p("| step03 visibly O(n): CPU/msg rises at every idle level it holds, at least ×2 by the last | %s: %s µs at %s idle (×%.1f) | %s |\n",
 			sel, strings.Join(shown, " → "), strings.Trim(strings.Join(strings.Fields(fmt.Sprint(levels)), ", "), "[]"), r, verdict(rising && r >= 2))
 	}
-	if bc := res.chat[base]; bc != nil {
-		for _, s := range append(slices.Clone(steps), uring) {
-			if c := res.chat[s]; c != nil {
-				r := paired(c.rate, bc.rate).median()
-				p("| chat fan-out: at least baseline lines/s | %s: %.0f%% of baseline | %s |\n", s, 100*r, verdict(r >= 1))
+	// Issue 22: every event-loop room at least as fast as the goroutine room, paced and unpaced, and
+	// losing no line.
+	for _, mode := range chatModes {
+		bc := res.chat[mode][base]
+		if bc == nil || len(bc.rate) == 0 {
+			continue
+		}
+		for _, s := range res.chatNames {
+			c := res.chat[mode][s]
+			if c == nil || !isEventLoop(s) {
+				continue
 			}
+			r := paired(c.rate, bc.rate).median()
+			lost := slices.Max(append([]int{0}, c.missing...))
+			p("| chat fan-out, %s senders: at least baseline lines/s, no line missing | %s: %.0f%% of baseline; lines missing: %s | %s |\n",
+				mode, s, 100*r, missingShow(c.missing), verdict(r >= 1 && lost == 0))
 		}
 	}
 	// Issue 17: step10 (net, a goroutine per client) replaces the goroutine baseline once its CPU per
@@ -427,9 +421,9 @@ func targets(res *results) string {
 			}
 		}
 	}
-	if c, bc := res.chat[step10], res.chat[base]; c != nil && bc != nil && len(c.cpu) > 0 && len(bc.cpu) > 0 {
+	if c, bc := res.chat["paced"][step10], res.chat["paced"][base]; c != nil && bc != nil && len(c.cpu) > 0 && len(bc.cpu) > 0 {
 		r := paired(c.cpu, bc.cpu).median()
-		p("| (informational) step10 as the chat baseline: CPU per delivered line within 5%% | %s: %.0f%% of baseline | %s |\n", step10, 100*r, verdict(math.Abs(r-1) <= 0.05))
+		p("| (informational) step10 as the chat baseline: CPU per delivered line, paced, within 5%% | %s: %.0f%% of baseline | %s |\n", step10, 100*r, verdict(math.Abs(r-1) <= 0.05))
 	}
 	if off, out := res.tracing["tracing off (-trace=false)"], res.tracing["tracing compiled out"]; len(off) > 0 && len(out) > 0 {
 		r := paired(off, out)
@@ -493,4 +487,122 @@ func fairnessReport(res *results) string {
 		p("Target: under the flood, %s's peak RSS stays under 64 MiB and every well-behaved member receives every line: peak %d MiB over %d runs, every member complete in every run: %v. **%s**\n\n", fair, worst>>20, len(runs), ok, verdict)
 	}
 	return b.String()
+}
+
+// echoTable is the echo table of one pass.
+func echoTable(res *results) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("| conns | size | server | msg/s | p50 µs | p99 µs | server CPU µs/msg | CPU/msg ÷ baseline | msg/s ÷ baseline | server sleeps/msg |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, conns := range res.cfg.echoConns {
+		for _, size := range res.cfg.echoSizes {
+			base := res.echo[echoPoint{conns, size}][baseline]
+			for _, name := range res.echoNames {
+				c := res.echo[echoPoint{conns, size}][name]
+				if c == nil {
+					continue
+				}
+				if c.refused != "" {
+					p("| %d | %s | %s | %s | | | | | | |\n", conns, bytesize(size), name, c.refused)
+					continue
+				}
+				p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", conns, bytesize(size), name,
+					c.rate.show("%.0f"), c.p50.show("%.1f"), c.p99.show("%.1f"), c.cpu.show("%.2f"),
+					ratio(c.cpu, base, func(c *echoCell) sample { return c.cpu }),
+					ratio(c.rate, base, func(c *echoCell) sample { return c.rate }), c.sleeps.show("%.3f"))
+			}
+		}
+	}
+	return b.String()
+}
+
+// chatReport is the chat tables of one pass, paced and unpaced, under headings of the given level.
+func chatReport(res *results, level string) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	l := res.cfg.chat
+	p("%s Chat fan-out\n\n", level)
+	p("%d members in one room; %d of them send %d lines each. ", l.members, l.senders, l.lines)
+	p("A line is delivered to the %d other members; lines/s counts deliveries, from the first line sent to the last received; ", l.members-1)
+	p("latency is from the write of a line to the read that brought it to a member. Every delivery is checked: right sender, in order, none twice; ")
+	p("a line some member never received (the room put the member out, or skipped the line) counts as missing. Placement: %s.\n\n", res.placed.name)
+	for _, mode := range chatModes {
+		if res.chat[mode] == nil {
+			continue
+		}
+		if mode == "paced" {
+			p("**Paced**: each sender keeps at most %d lines not yet delivered to everyone, one line a write.\n\n", l.window)
+		} else {
+			p("**Unpaced**: each sender writes its lines as fast as TCP takes them (up to 4 KiB of lines a write, again as soon as epoll says its socket has space), as an outsider's load generator does.\n\n")
+		}
+		p("| server | lines delivered/s | server CPU µs/line | lines/s ÷ baseline | latency p50 µs | p99 µs | lines missing (per run) | checked |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
+		bc := res.chat[mode][baseline]
+		for _, name := range res.chatNames {
+			c := res.chat[mode][name]
+			if c == nil {
+				continue
+			}
+			r := ""
+			if bc != nil && len(bc.rate) > 0 {
+				r = fmt.Sprintf("%.2f×", paired(c.rate, bc.rate).median())
+			}
+			p("| %s | %s | %s | %s | %s | %s | %s | %d deliveries in the last run, each once |\n", name,
+				c.rate.show("%.0f"), c.cpu.show("%.3f"), r, c.p50.show("%.0f"), c.p99.show("%.0f"), missingShow(c.missing), c.deliveries)
+		}
+		p("\n")
+	}
+	return b.String()
+}
+
+// missingShow lists the lines missing in each run: "0", or "0, 1200, 0".
+func missingShow(m []int) string {
+	if slices.Max(append([]int{0}, m...)) == 0 {
+		return "0"
+	}
+	return strings.Trim(strings.Join(strings.Fields(fmt.Sprint(m)), ", "), "[]")
+}
+
+// placementReport says where each process of the main pass, and of the shared pass, ran.
+func placementReport(res *results) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("## Placement\n\n")
+	p("**Pinned** (the default, `-placement pinned`): the server runs on CPUs of its own and the load generator on the others, as if on two machines (on 2 cores: the server on CPU 1, the generator on CPU 0). ")
+	p("Each server is started from a locked thread whose affinity mask is, for the moment of the fork, the server's (`sched_setaffinity`), so the child and every thread it makes inherit it; ")
+	p("every thread of the bench (each in `/proc/self/task`) is pinned to the generator's CPUs, again after each server starts, and its GOMAXPROCS is their number. ")
+	p("**Shared** (`-placement shared`, the bench before issue 22): both may run on every CPU. ")
+	p("The CPU lists are each process's `Cpus_allowed_list` from `/proc/PID/task/TID/status`, read while it ran (one value: every thread the same). ")
+	p("A Go server's `runtime.NumCPU()` is the number of CPUs in its mask when it starts, so pinned on one CPU it is 1: its GOMAXPROCS is 1, ")
+	p("the goroutine baselines and step10 run every goroutine on one P (no work stealing, no wake-ups across cores: cheaper per message than with 2 Ps, not dearer), ")
+	p("and step09, whose `-loops` defaults to the CPU count, would run one loop; the bench gives it `-loops` explicitly, so its 2 and 4 loops share one CPU, and measure the cost of the hand-offs between loops, not a gain from cores.\n\n")
+	passes := []*results{res}
+	if res.shared != nil {
+		passes = append(passes, res.shared)
+	}
+	p("| pass | load generator: CPUs (GOMAXPROCS) | servers: CPUs, every thread | servers' runtime.NumCPU() |\n|---|---|---|---:|\n")
+	for _, r := range passes {
+		byList := map[string][]string{} // Cpus_allowed_list: the servers that had it
+		for name, list := range r.placed.servers {
+			byList[list] = append(byList[list], name)
+		}
+		for _, list := range slices.Sorted(maps.Keys(byList)) {
+			who := fmt.Sprintf("every server (%d)", len(byList[list]))
+			if len(byList) > 1 {
+				who = strings.Join(slices.Sorted(slices.Values(byList[list])), ", ")
+			}
+			p("| %s | %s (%d) | %s: %s | %d |\n", r.placed.name, r.placed.generator, r.placed.maxprocs, who, list, countCPUs(list))
+		}
+	}
+	p("\n")
+	return b.String()
+}
+
+// isEventLoop reports whether a server is one of the lab's event-loop steps (05 to 09).
+func isEventLoop(name string) bool {
+	for _, s := range []string{"step05", "step06", "step07", "step08", "step09"} {
+		if strings.HasPrefix(name, s) {
+			return true
+		}
+	}
+	return false
 }

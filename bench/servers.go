@@ -126,7 +126,7 @@ func start(p program) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.cmd.Start(); err != nil {
+	if err := startPlaced(c.cmd.Start); err != nil {
 		return nil, err
 	}
 	addr := make(chan string, 1)
@@ -148,6 +148,7 @@ func start(p program) (*child, error) {
 	}()
 	select {
 	case c.addr = <-addr:
+		noteServer(p.name, c.cmd.Process.Pid) // listening: its threads are there by now
 		return c, nil
 	case <-c.done:
 		return nil, fmt.Errorf("%s exited before listening: %s", p.name, c.stderr)
@@ -266,4 +267,26 @@ func (t *tail) String() string {
 		return "(nothing on stderr)"
 	}
 	return strings.Join(t.lines, " | ")
+}
+
+// sleeps is how many times the server's threads have gone to sleep so far: the sum of
+// voluntary_ctxt_switches over /proc/PID/task/*/status. Each one is a wake-up to pay for later, and
+// with the server and the load generator on different cores a wake-up costs an interrupt across them.
+func (c *child) sleeps() int {
+	pid := c.cmd.Process.Pid
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	total := 0
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread has just exited
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n, _ := strconv.Atoi(strings.TrimSpace(v))
+				total += n
+			}
+		}
+	}
+	return total
 }

@@ -57,10 +57,12 @@ func lesson10Figures(perf string) string {
 	fmt.Fprintf(&b, "Each figure is the median of the run's repetitions [and their range].\n\n")
 	fmt.Fprintf(&b, "%-20s  %-26s  %-26s  %s\n", "server", "idle RSS per client, B", "chat CPU µs per line", "echo CPU µs/msg, 1000 × 64 B")
 	for _, prefix := range lesson10Servers {
+		// The first name in sort order that has the prefix: step09 has several variants in the tables,
+		// and a map's order would pick a different one each run ("step09 1 loop" is the one to show).
 		name, found := "", false
 		for _, m := range []map[string]string{idle, chat, echo} {
 			for n := range m {
-				if strings.HasPrefix(n, prefix) {
+				if strings.HasPrefix(n, prefix) && (!found || n < name) {
 					name, found = n, true
 				}
 			}

@@ -383,6 +383,20 @@ func TestCopiesDifferOnlyInListedLines(t *testing.T) {
 			"rm.woken = nil":                        "the loop takes the woken members",
 			"return woken":                          "the loop takes the woken members",
 			"":                                      "blank lines around the added function",
+			// Issue 22: a member noted on every line of a long read was asked hasSpace (a poll) on every
+			// line, two thirds of the unpaced chat's CPU; the answer holds until the next write to it.
+			"roomy   bool    // its socket had space when putOutSlow asked, and nothing was written to it since": "issue 22: one poll per member per write, not per line",
+			"if c.due >= rm.maxQueue {":             "issue 22: a roomy member is not noted again",
+			"if c.due >= rm.maxQueue && !c.roomy {": "issue 22: a roomy member is not noted again",
+			"c.blocked = false":                     "issue 22: a write forgets the answer",
+			"c.blocked, c.roomy = false, false":     "issue 22: a write forgets the answer",
+			"if c == heard || c.wantClose || c.due < rm.maxQueue || hasSpace(c.fd) {": "issue 22: hasSpace asked once per write",
+			"if c == heard || c.wantClose || c.due < rm.maxQueue || c.roomy {":        "issue 22: hasSpace asked once per write",
+			"if hasSpace(c.fd) {": "issue 22: hasSpace asked once per write",
+			"// Only a write takes space: until the next one, the answer holds, and a member noted on": "issue 22",
+			"// every line of a long read costs one poll, not one per line (issue 22).":                "issue 22",
+			"c.roomy = true": "issue 22: the answer kept",
+			"continue":       "issue 22: a roomy member is skipped",
 		}},
 		{Original: "../step03-write-queues/echo.go", Copy: "echo.go", Allowed: map[string]string{
 			"// The loop's other handlers have nothing to do for an echo: there is no room to join or to tell.": "step05 serves the room or the echo through one service interface",

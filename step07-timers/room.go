@@ -50,6 +50,7 @@ type member struct {
 	asides  []aside // lines for it alone, and stretches of the log it skips, in log order
 	due     int     // bytes it still has to receive: the log from its cursor, less skips, plus asides
 	blocked bool    // the last write hit EAGAIN: the socket had no space, the bytes wait for it
+	roomy   bool    // its socket had space when putOutSlow asked, and nothing was written to it since
 }
 
 // An aside is a member's exception to the room's log, at log position at: a line for it alone, sent
@@ -278,7 +279,7 @@ func (rm *room) queued(c *conn, n int) {
 	}
 	c.wantWrite = true
 	rm.tr.Queue(c.fd, n, c.due)
-	if c.due >= rm.maxQueue {
+	if c.due >= rm.maxQueue && !c.roomy {
 		rm.behind = append(rm.behind, c)
 	}
 }
@@ -347,7 +348,7 @@ func (rm *room) write(c *conn) {
 func (rm *room) send(c *conn) {
 	tr := rm.tr
 	before := c.due
-	c.blocked = false
+	c.blocked, c.roomy = false, false
 	for c.due > 0 {
 		n, err := unix.Write(c.fd, rm.next(c))
 		if errors.Is(err, unix.EAGAIN) {
@@ -441,7 +442,13 @@ func (rm *room) putOutSlow(heard *conn) {
 	for len(rm.behind) > 0 {
 		c := rm.behind[0]
 		rm.behind = rm.behind[1:]
-		if c == heard || c.wantClose || c.due < rm.maxQueue || hasSpace(c.fd) {
+		if c == heard || c.wantClose || c.due < rm.maxQueue || c.roomy {
+			continue
+		}
+		if hasSpace(c.fd) {
+			// Only a write takes space: until the next one, the answer holds, and a member noted on
+			// every line of a long read costs one poll, not one per line (issue 22).
+			c.roomy = true
 			continue
 		}
 		rm.tr.Event("too-slow", c.fd, "socket full and %d bytes pending >= limit %d", c.due, rm.maxQueue)

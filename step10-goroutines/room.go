@@ -153,7 +153,7 @@ func (rm *room) read(m *member, p []byte, err error) bool {
 		// B14: a read is not a message. The framer joins a line split over reads and splits several lines.
 		rm.hear(m, m.in.feed(p))
 		return !m.left && !m.closed
-	case errors.Is(err, io.EOF):
+	case errors.Is(err, io.EOF) && !wasReset(m.conn):
 		// B1, B11: EOF. A last line sent without a newline still counts.
 		tr.ReadEOF(m.fd)
 		if line, ok := m.in.rest(); ok {
@@ -169,7 +169,12 @@ func (rm *room) read(m *member, p []byte, err error) bool {
 		tr.Event("finish", m.fd, "%d bytes still to send, then close", m.due)
 		return false
 	default:
+		// An error, or an end that was a reset: its error went to m's writer, whose write failed at
+		// the same moment, and this read saw only the end.
 		reason := rm.readError(m, err)
+		if errors.Is(err, io.EOF) {
+			reason = "reset"
+		}
 		rm.leave(m, "left (connection reset)")
 		rm.drop(m)
 		rm.end(m, reason)
@@ -574,6 +579,25 @@ func (rm *room) acceptError(fd int, err error) {
 	defer rm.unlock()
 	rm.tr.Error(fd, "accept", err)
 }
+
+// wasReset asks the kernel whether c's connection was reset rather than ended with a FIN: a socket
+// that received a FIN waits for us to close (CLOSE_WAIT), a reset one is closed already (TCP_CLOSE).
+// Two goroutines use m's socket, and a reset's error is given to whichever system call comes first.
+func wasReset(c net.Conn) bool {
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return false
+	}
+	reset := false
+	raw.Control(func(fd uintptr) {
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		reset = err == nil && info.State == tcpClose
+	})
+	return reset
+}
+
+// tcpClose is TCP_CLOSE, the state of a connection that is over, from the kernel's include/net/tcp_states.h.
+const tcpClose = 7
 
 // hasSpace asks the kernel, without waiting, whether c's socket would be reported writable (step05's
 // question, asked with poll(2) on the fd under c). A writer parked in Write means no; so does a queue of
